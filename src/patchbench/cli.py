@@ -1,0 +1,179 @@
+"""patchbench command line: train | study | sample | report | list | bench | match.
+
+Bad input ends in one line `patchbench: error: ...` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="patchbench", description="Cross-modal, patch-based deep-learning studies.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train one model from a recipe")
+    t.add_argument("recipe")
+    t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. data.corpus=my.txt")
+    t.add_argument("--preset", help="a preset of the recipe (cpu, full, ...)")
+    t.add_argument("--run", help="which run of a study recipe to train (default: the only or first one)")
+    t.add_argument("--out", help="run directory (default: runs/<recipe>-<preset>/<run>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--dry-run", action="store_true", help="build everything and run one optimizer step, writing nothing")
+    t.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")
+
+    s = sub.add_parser("study", help="run every run of a study recipe and write its report")
+    s.add_argument("recipe")
+    s.add_argument("overrides", nargs="*")
+    s.add_argument("--preset")
+    s.add_argument("--out", help="study directory (default: runs/<recipe>-<preset>)")
+    s.add_argument("--resume", action="store_true", help="skip finished runs, resume interrupted ones")
+
+    r = sub.add_parser("report", help="(re)write the report of a study directory")
+    r.add_argument("study_dir")
+
+    sm = sub.add_parser("sample", help="sample text from a trained run")
+    sm.add_argument("run_dir")
+    sm.add_argument("--prompt", default="")
+    sm.add_argument("--top-k", type=int, default=50)
+    sm.add_argument("--seed", type=int, default=43)
+    sm.add_argument("--tokens", type=int, default=100)
+    sm.add_argument("--device", default="auto")
+
+    sub.add_parser("list", help="models, tasks and recipes")
+
+    b = sub.add_parser("bench", help="measure training throughput and memory of models")
+    from patchbench.bench.cli import add_arguments as add_bench_arguments
+
+    add_bench_arguments(b)
+    return p
+
+
+def _default_out(recipe: str, preset: str | None) -> Path:
+    return Path("runs") / f"{Path(recipe).stem}-{preset or 'default'}"
+
+
+def cmd_train(args) -> int:
+    from patchbench.config import ConfigError, expand_runs, load_recipe, resolve_recipe
+
+    if args.nproc and "LOCAL_RANK" not in os.environ:
+        return _launch_torchrun(args.nproc)
+    merged = resolve_recipe(load_recipe(args.recipe), args.preset, args.overrides, args.recipe)
+    runs = expand_runs(merged)
+    if args.run:
+        chosen = [r for r in runs if r.name == args.run]
+        if not chosen:
+            raise ConfigError(f"--run {args.run!r}: not in {args.recipe}; valid runs: {', '.join(r.name for r in runs)}")
+        cfg = chosen[0]
+    else:
+        cfg = runs[0]
+    if args.dry_run:
+        return _dry_run(cfg)
+    from patchbench.engine.trainer import train
+
+    out = Path(args.out) if args.out else _default_out(args.recipe, args.preset) / cfg.name
+    summary = train(cfg, out, resume=args.resume)
+    if summary.get("finished", True) and "final_metric" in summary:
+        print(f"{cfg.name}: final metric {summary['final_metric']:.4f} ({summary['final_metric_name']}); run in {out}")
+    return 0
+
+
+def _dry_run(cfg) -> int:
+    import dataclasses
+    import tempfile
+
+    from patchbench.engine.trainer import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tc = dataclasses.replace(cfg.train, max_steps=1, eval_every=1, sample_tokens=0, progress=False)
+        summary = train(dataclasses.replace(cfg, train=tc), Path(tmp) / cfg.name)
+    print(f"dry run ok: {cfg.name} built and took one step; {summary['params_total']:,} parameters, val_loss {summary['final_val_loss']:.4f}")
+    return 0
+
+
+def _launch_torchrun(n: int) -> int:
+    import subprocess
+
+    argv = [a for a in sys.argv[1:]]
+    i = argv.index("--nproc")
+    del argv[i:i + 2]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", "-m", "patchbench", *argv]
+    return subprocess.call(cmd)
+
+
+def cmd_study(args) -> int:
+    from patchbench.studies.study import run_study
+
+    out = Path(args.out) if args.out else _default_out(args.recipe, args.preset)
+    report = run_study(args.recipe, args.preset, args.overrides, out, resume=args.resume)
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from patchbench.studies.report import write_report
+
+    print(f"report: {write_report(Path(args.study_dir))}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from patchbench.engine.measure import resolve_device
+    from patchbench.engine.trainer import load_run
+
+    task, cfg, model = load_run(args.run_dir)
+    device = resolve_device(args.device)
+    model.to(device)
+    text = task.sample(model, device, args.prompt, args.tokens, args.top_k, args.seed)
+    if text is None:
+        from patchbench.config import ConfigError
+
+        raise ConfigError(f"run {args.run_dir!r}: task {cfg.task.name!r} does not generate text")
+    print(text)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from patchbench import registry
+
+    print("models:")
+    for name in registry.list_models():
+        e = registry.get_model(name)
+        print(f"  {name:<22} [{e.modality}] {e.doc}")
+    print("tasks:")
+    for name in registry.list_tasks():
+        e = registry.get_task(name)
+        print(f"  {name:<22} [{e.modality}] {e.doc}")
+    print("recipes:")
+    for p in sorted(RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []:
+        import yaml
+
+        raw = yaml.safe_load(p.read_text()) or {}
+        presets = ", ".join((raw.get("presets") or {}).keys())
+        print(f"  {p.stem:<22} {raw.get('description', '').strip().splitlines()[0] if raw.get('description') else ''} (presets: {presets})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from patchbench.config import ConfigError
+    from patchbench.engine.checkpoint import CheckpointError
+
+    args = _parser().parse_args(argv)
+    handlers = {"train": cmd_train, "study": cmd_study, "report": cmd_report, "sample": cmd_sample, "list": cmd_list}
+    try:
+        if args.cmd == "bench":
+            from patchbench.bench.cli import run as run_bench
+
+            return run_bench(args)
+        return handlers[args.cmd](args)
+    except (ConfigError, CheckpointError) as e:
+        print(f"patchbench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("patchbench: interrupted", file=sys.stderr)
+        return 130

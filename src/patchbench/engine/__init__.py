@@ -1,0 +1,1 @@
+"""Training engine: the loop, optimizers, precision, checkpoints, measurement, DDP."""

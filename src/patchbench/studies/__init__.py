@@ -1,0 +1,1 @@
+"""Studies: expand a recipe into runs, run them, aggregate, report."""

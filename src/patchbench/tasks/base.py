@@ -1,0 +1,59 @@
+"""The task contract the engine drives. A task = data + input spec + loss + metrics.
+
+    task = build_task(run_cfg)           # registry builder; reads and caches its data
+    model_cfg = task.prepare(model_cfg)  # fill data-dependent fields (vocab size, classes, ...)
+    task.num_train                       # training examples per epoch
+    task.batches(index_batches)          # iterator of batches (dicts of CPU tensors), in that order
+    task.train_loss(model, batch)        # scalar loss of the training objective
+    task.evaluate(model, device)         # {"val_loss": ..., other metrics}; held-out data only
+
+Batches are chosen by the engine as index arrays so that order, resume and DDP sharding are the
+engine's business, not each task's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Task:
+    objectives: tuple[str, ...] = ()
+    objective: str = ""
+    primary_metric: str = "val_loss"  # lower is better unless higher_is_better
+    higher_is_better: bool = False
+
+    num_train: int = 0
+
+    def prepare(self, model_cfg: Any) -> Any:
+        return model_cfg
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ConfigError if the model cannot serve this task's objective."""
+
+    def batches(self, index_batches: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def train_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, device: torch.device, autocast) -> dict[str, float]:
+        raise NotImplementedError
+
+    def items_per_example(self) -> int:
+        """Tokens per example for tokens/s (1 for images)."""
+        return 1
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    def sample(self, model: nn.Module, device: torch.device, prompt: str, tokens: int, top_k: int, seed: int) -> str | None:
+        return None
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    nb = device.type == "cuda"
+    return {k: v.to(device, non_blocking=nb) for k, v in batch.items()}

