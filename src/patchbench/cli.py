@@ -163,7 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     from patchbench.config import ConfigError
     from patchbench.engine.checkpoint import CheckpointError
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options (argparse stops collecting positionals at an option)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     handlers = {"train": cmd_train, "study": cmd_study, "report": cmd_report, "sample": cmd_sample, "list": cmd_list}
     try:
         if args.cmd == "bench":

@@ -34,6 +34,9 @@ from patchbench.models.base import count_params, model_bytes
 from patchbench.tasks.base import to_device
 
 
+TB_TAGS = {"train_loss": "Loss/train", "val_loss": "Loss/validation", "val_accuracy": "Accuracy/Test", "lr": "LearningRate"}
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -168,6 +171,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step if resume else None)
+        writer.add_custom_scalars({"Loss": {"train vs validation": ["Multiline", ["Loss/train", "Loss/validation"]]}})
         print(f"[{cfg.name}] {cfg.model.name}: {params['total']:,} parameters ({params['trainable']:,} trainable), "
               f"{total_steps} steps of {per_micro * tc.accum_steps} examples, device {device}, "
               f"precision {amp_dtype or 'fp32'}" + (f", world {info.world_size}" if info.enabled else ""), flush=True)
@@ -243,7 +247,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
                 metrics_file.write(json.dumps(r) + "\n")
                 for k, v in r.items():
                     if k != "step":
-                        writer.add_scalar({"train_loss": "Loss/train", "val_loss": "Loss/validation"}.get(k, k), v, r["step"])
+                        writer.add_scalar(TB_TAGS.get(k, k), v, r["step"])
             metrics_file.flush()
             if bar is not None:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}", val=f"{val_history[-1]:.3f}" if val_history else "-",
@@ -287,6 +291,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
             (run_dir / "sample.txt").write_text(text)
             summary["sample"] = text
         writer.add_text("sample", text or "", total_steps)
+        after = getattr(task, "after_training", None)  # task extras, e.g. a grid of sample predictions
+        if after is not None:
+            after(raw_model, device, run_dir)
         save_json(summary, run_dir / "summary.json")
     if writer is not None:
         writer.close()

@@ -38,6 +38,7 @@ class PacingConfig:
     readout_channels: int = 0  # 0 = n_positions (the seed's ConvTranspose1d width)
     drop_path: float = 0.0
     pad_id: int = -1  # -1 = vocab_size - 1 (GPT-2's <|endoftext|> = 50256)
+    embed_init_std: float = 0.02  # token/position embedding init (GPT-2's); 0 = PyTorch's N(0, 1), as the seed
 
     @property
     def n_embd(self) -> int:
@@ -95,6 +96,9 @@ class Pacing(nn.Module):
         readout = cfg.readout_channels or cfg.n_positions
         self.readout = nn.ConvTranspose1d(dims[-1], readout, kernel_size=k, stride=k)  # (B, C4, P) -> (B, R, D)
         self.apply(self._init_weights)
+        if cfg.embed_init_std > 0:
+            nn.init.normal_(self.wte.weight, std=cfg.embed_init_std)
+            nn.init.normal_(self.wpe.weight, std=cfg.embed_init_std)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
