@@ -238,7 +238,22 @@ def resolve_recipe(raw: dict, preset: str | None, overrides: list[str], source: 
             raise ConfigError(f"--preset {preset!r}: not in {source}; valid presets: {', '.join(presets) or 'none'}")
         merged = deep_merge(merged, presets[preset])
     for text in overrides:
-        merged = deep_merge(merged, parse_override(text))
+        over = parse_override(text)
+        if "runs" in over:  # runs.NAME.key=value overrides one run of a study
+            merged = _override_run(merged, over.pop("runs"), text)
+        merged = deep_merge(merged, over)
+    return merged
+
+
+def _override_run(merged: dict, over: dict, text: str) -> dict:
+    merged = copy.deepcopy(merged)
+    entries = merged.get("runs") or []
+    names = [e.get("name") for e in entries if isinstance(e, dict)]
+    for name, value in over.items():
+        if name not in names or not isinstance(value, dict):
+            raise ConfigError(f"override {text!r}: no run {name!r}; valid runs: {', '.join(map(str, names)) or 'none'} (as runs.NAME.key=value)")
+        i = names.index(name)
+        entries[i] = deep_merge(entries[i], value)
     return merged
 
 

@@ -225,8 +225,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
         if bar is not None:
             bar.update(1)
 
-        evaluate = step % tc.eval_every == 0 or step == stop_at
-        if not (evaluate or step % ckpt_every == 0):
+        evaluate = step % tc.eval_every == 0 or step == total_steps  # a stop is not a validation point
+        if not (evaluate or step % ckpt_every == 0 or step == stop_at):
             continue
         # ---- sync point: time the training segment, flush losses, validate, checkpoint
         if device.type == "cuda":

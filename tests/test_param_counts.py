@@ -1,0 +1,44 @@
+"""Full-size parameter counts, counted on the meta device (no memory, no download)."""
+
+import pytest
+import torch
+
+from patchbench.config import ConfigError
+from patchbench.models.base import count_params
+from patchbench.registry import create_model
+
+GPT2_SMALL = 124_439_808
+
+
+def _count(name, **kw):
+    with torch.device("meta"):
+        return count_params(create_model(name, **kw))["total"]
+
+
+def test_gpt2_small_exact_with_tied_embeddings():
+    assert _count("gpt2", n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257) == GPT2_SMALL
+
+
+def test_pacing_seed_layout_matches_seed_count():
+    n = _count("pacing", layout="seed", depths=[3, 3, 20, 3])
+    assert n == 124_745_472  # the seed's 124.75M
+    assert abs(n - GPT2_SMALL) / GPT2_SMALL < 0.003
+
+
+def test_pacing_all_tokens_layout_within_one_percent_at_stage3_depth_24():
+    n = _count("pacing", layout="all", depths=[3, 3, 24, 3])
+    assert n == 123_830_016
+    assert abs(n - GPT2_SMALL) / GPT2_SMALL < 0.01
+    # depth 20 (the seed's) would be 7% short: the knob matters
+    assert abs(_count("pacing", layout="all", depths=[3, 3, 20, 3]) - GPT2_SMALL) / GPT2_SMALL > 0.05
+
+
+def test_pacing_readout_channels_only_change_the_dead_readout():
+    full = _count("pacing", layout="all")
+    live = _count("pacing", layout="all", readout_channels=1)
+    assert full - live == 1024 * 1023 * 3 + 1023  # ConvTranspose1d(1024, R, k=3) weights + bias
+
+
+def test_pacing_invalid_patch_is_a_config_error():
+    with pytest.raises(ConfigError, match="model.patch"):
+        create_model("pacing", n_positions=64, patch=6)
