@@ -108,3 +108,31 @@ def test_study_writes_report_with_both_models(recipe, tmp_path):
     assert "data:image/png;base64," in (out / "report.html").read_text()
     assert main(["study", str(recipe), "--out", str(out)]) == 2  # refuses to overwrite without --resume
     assert main(["study", str(recipe), "--out", str(out), "--resume", "train.max_steps=3", "train.eval_every=1"]) == 0
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(recipe, tmp_path):
+    """A real kill: SIGKILL the training process after its third checkpoint, resume, compare."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--run", "gpt2", "train.max_steps=80", "train.checkpoint_every=1", "train.eval_every=20"]
+    killed, full = tmp_path / "killed", tmp_path / "full"
+    proc = subprocess.Popen([sys.executable, "-m", "patchbench", "train", str(recipe), "--out", str(killed), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    pointer = killed / "checkpoints" / "latest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if pointer.is_file() and json.loads(pointer.read_text())["step"] >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "summary.json").exists()
+    assert main(["train", str(recipe), "--out", str(killed), "--resume", *args]) == 0
+    assert main(["train", str(recipe), "--out", str(full), *args]) == 0
+    assert _curve(killed) == _curve(full)
