@@ -77,3 +77,20 @@ def test_wrong_embedding_width_is_an_error():
     layer = TokensToImage(n_positions=4, channels=3, patch=2)
     with pytest.raises(ValueError, match="embedding width"):
         layer(torch.zeros(1, 4, 10))
+
+
+def test_channels_last_output_has_the_same_values():
+    layer = TokensToImage(n_positions=9, channels=3, patch=4)
+    emb = torch.randn(2, 9, 48)
+    a, b = layer(emb), layer(emb, channels_last=True)
+    assert torch.equal(a, b) and b.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_pacing_channels_last_computes_the_same_function():
+    torch.manual_seed(0)
+    cfg = PacingConfig(vocab_size=50, n_positions=16, patch=8, depths=[1, 1, 1, 1], dims=[8, 16, 16, 16])
+    model = Pacing(cfg).eval()
+    ids = torch.randint(0, 50, (2, 16))
+    ref = model(ids)
+    model.to(memory_format=torch.channels_last)
+    assert torch.allclose(model(ids), ref, atol=1e-5)

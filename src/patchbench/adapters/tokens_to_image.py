@@ -41,7 +41,7 @@ class TokensToImage(nn.Module):
     def image_size(self) -> int:
         return self.grid * self.patch
 
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, emb: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
         B, N, D = emb.shape
         C, p, g = self.channels, self.patch, self.grid
         if D != C * p * p:
@@ -51,5 +51,8 @@ class TokensToImage(nn.Module):
         else:  # all layout with a non-square count: empty cells are zero
             x = torch.cat([emb, emb.new_zeros(B, self.n_cells - N, D)], dim=1)
         x = x.view(B, g, g, C, p, p)  # (B, row, col, C, py, px)
+        if channels_last:  # same values, NHWC storage: one copy, no later layout conversion
+            x = x.permute(0, 1, 4, 2, 5, 3).reshape(B, g * p, g * p, C)  # (B, H, W, C)
+            return x.permute(0, 3, 1, 2)  # (B, C, H, W) view in channels_last
         x = x.permute(0, 3, 1, 4, 2, 5)  # (B, C, row, py, col, px)
         return x.reshape(B, C, g * p, g * p)  # (B, C, H, W)

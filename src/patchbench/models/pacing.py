@@ -119,7 +119,8 @@ class Pacing(nn.Module):
         return self.wte(ids) + self.wpe(pos)  # (B, N, D)
 
     def forward_features(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.to_image(self.embed(ids))  # (B, 3, H, W)
+        nhwc = self.stem[0].weight.is_contiguous(memory_format=torch.channels_last)  # train.channels_last
+        x = self.to_image(self.embed(ids), channels_last=nhwc)  # (B, 3, H, W)
         x = self.stem(x)  # (B, C1, H/4, W/4)
         return self.stages(x)  # (B, C4, H/32, W/32)
 
