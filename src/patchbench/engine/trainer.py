@@ -180,7 +180,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
     if tc.progress and info.is_main:
         from tqdm import tqdm
 
-        bar = tqdm(total=total_steps, initial=start_step, desc=cfg.name, unit="step", dynamic_ncols=True)
+        import sys
+
+        tty = sys.stderr.isatty()  # in a log file, redraw rarely instead of every step
+        bar = tqdm(total=total_steps, initial=start_step, desc=cfg.name, unit="step", dynamic_ncols=True,
+                   mininterval=0.2 if tty else 30.0)
 
     metrics_file = open(run_dir / "metrics.jsonl", "a") if info.is_main else None
     metric = task.primary_metric
