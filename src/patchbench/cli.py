@@ -1,4 +1,4 @@
-"""patchbench command line: train | study | sample | report | list | bench | match.
+"""patchbench command line: train | study | sample | report | list | bench | match | data.
 
 Bad input ends in one line `patchbench: error: ...` and exit status 2.
 """
@@ -46,6 +46,29 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument("--device", default="auto")
 
     sub.add_parser("list", help="models, tasks and recipes")
+
+    dt = sub.add_parser("data", help="make data sets")
+    dsub = dt.add_subparsers(dest="data_cmd", required=True)
+    sp = dsub.add_parser("speech-synth", help="a Speech-Commands-layout folder spoken by espeak-ng in many voices")
+    sp.add_argument("out", help="folder to write (WORD/*.wav, validation_list.txt, testing_list.txt)")
+    sp.add_argument("--words", nargs="+", help="words to speak (default: the 35 of Speech Commands v0.02)")
+    sp.add_argument("--voices", nargs="+", help="espeak-ng voices (default: 8 English accents)")
+    sp.add_argument("--variants", nargs="+", help="espeak-ng voice variants, e.g. m1 f3 (default: m1 m3 m5 f1 f3 f5)")
+    sp.add_argument("--speeds", nargs="+", type=int, help="words per minute (default: 140 180)")
+    sp.add_argument("--pitches", nargs="+", type=int, help="pitches 0-99 (default: 35 65)")
+    sp.add_argument("--val-percent", type=float, default=10.0, help="share of speakers (voice+variant) held out for validation")
+    sp.add_argument("--test-percent", type=float, default=10.0, help="share of speakers held out for testing")
+    sp.add_argument("--jobs", type=int, default=0, help="parallel espeak-ng processes (default: one per core)")
+
+    mt = sub.add_parser("match", help="pick a model knob value that matches another model's parameter count")
+    mt.add_argument("target", help="the model to match, e.g. resnet18")
+    mt.add_argument("family", help="the model family to size, e.g. convmixer")
+    mt.add_argument("--knob", required=True, help="an integer config field (depth, dim) or a list entry (depths.2)")
+    mt.add_argument("--set", dest="family_set", nargs="+", action="extend", default=[], metavar="K=V", help="the family's fixed config, e.g. dim=512 kernel=9")
+    mt.add_argument("--target-set", nargs="+", action="extend", default=[], metavar="K=V", help="the target's config")
+    mt.add_argument("--num-classes", type=int, help="the same classifier size on both sides (default: none, bodies only)")
+    mt.add_argument("--values", help="candidate values instead of a search: 4,8,12 or LO:HI")
+    mt.add_argument("--step", type=int, default=1, help="search only multiples of STEP (e.g. 8 for widths)")
 
     b = sub.add_parser("bench", help="measure training throughput and memory of models")
     from patchbench.bench.cli import add_arguments as add_bench_arguments
@@ -138,6 +161,35 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_match(args) -> int:
+    from patchbench.config import ConfigError
+    from patchbench.studies.match import match
+
+    values = None
+    if args.values:
+        try:
+            if ":" in args.values:
+                lo, hi = (int(v) for v in args.values.split(":", 1))
+                values = list(range(lo, hi + 1, args.step))
+            else:
+                values = [int(v) for v in args.values.split(",")]
+        except ValueError:
+            raise ConfigError(f"--values {args.values!r}: expected integers as 4,8,12 or LO:HI") from None
+    result = match(args.target, args.family, args.knob, args.family_set, args.target_set, args.num_classes, values, args.step)
+    print(result.format())
+    return 0
+
+
+def cmd_data(args) -> int:
+    from patchbench.data.speech import synthesize
+
+    counts = synthesize(args.out, args.words, args.voices, args.variants, args.speeds, args.pitches,
+                        args.val_percent, args.test_percent, args.jobs)
+    print(f"speech-synth: {counts['clips']} clips of {counts['words']} words by {counts['speakers']} speakers in {counts['root']} "
+          f"(training {counts['training']}, validation {counts['validation']}, testing {counts['testing']})")
+    return 0
+
+
 def cmd_list(args) -> int:
     from patchbench import registry
 
@@ -171,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = list(args.overrides) + extra
-    handlers = {"train": cmd_train, "study": cmd_study, "report": cmd_report, "sample": cmd_sample, "list": cmd_list}
+    handlers = {"train": cmd_train, "study": cmd_study, "report": cmd_report, "sample": cmd_sample, "list": cmd_list, "match": cmd_match, "data": cmd_data}
     try:
         if args.cmd == "bench":
             from patchbench.bench.cli import run as run_bench

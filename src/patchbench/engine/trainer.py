@@ -189,7 +189,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
     metrics_file = open(run_dir / "metrics.jsonl", "a") if info.is_main else None
     metric = task.primary_metric
     val_history = [r[metric] for r in history if metric in r]
-    best_val = min((r["val_loss"] for r in history if "val_loss" in r), default=float("inf"))
+    val_losses = [r["val_loss"] for r in history if "val_loss" in r]
+    best_val = min(val_losses, default=float("inf"))
+    last_val_loss = val_losses[-1] if val_losses else None
     batches = task.batches(index_batches(task.num_train, tc.batch_size, tc.seed, start_step * tc.accum_steps, info))
     ckpt_every = tc.checkpoint_every or tc.eval_every
     stop_at = min(total_steps, start_step + tc.stop_after_steps) if tc.stop_after_steps else total_steps
@@ -242,6 +244,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
         if evaluate:
             val = task.evaluate(raw_model, device, autocast)
             val_history.append(val[metric])
+            last_val_loss = val["val_loss"]
             rows.append({"step": step, **val})
             if tc.keep_best and info.is_main and val["val_loss"] < best_val:  # best checkpoint by validation loss
                 best_val = val["val_loss"]
@@ -285,7 +288,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
             "final_metric_name": f"mean of last {n_final} {metric}",
             "higher_is_better": task.higher_is_better,
             "best_val_loss": best_val if tc.keep_best else None,
-            "final_val_loss": val_history[-1] if val_history else None,
+            "final_val_loss": last_val_loss,
             "device": device_name(device), "precision": str(amp_dtype or "fp32"),
             "world_size": info.world_size, "torch": torch.__version__, "resumed": resume,
             "data": task.describe(),

@@ -1,0 +1,283 @@
+"""`patchbench bench MODEL [MODEL ...]`: arguments, one fresh process per measurement, tables and files.
+
+    patchbench bench gpt2 pacing --batch-size 8 --seq-len 64 --dtype bf16 --reference \\
+        --set vocab_size=2048 --set gpt2.n_embd=192 --set gpt2.n_layer=4 --set pacing.depths=[2,2,7,1]
+    patchbench bench gpt2 --sweep seq-len 256,512,1024 --max-batch
+
+Writes OUT/bench.json (meta + one row per measurement), OUT/bench.md (the printed tables) and, for a
+sweep, OUT/sweep.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from patchbench.config import ConfigError, parse_override
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("models", nargs="+", help="registered model names (see patchbench list)")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--seq-len", type=int, default=0, help="tokens per sample; n_positions follows it (default: the model's n_positions)")
+    p.add_argument("--image-size", type=int, default=0, help="image side in pixels (default: the model's image_size)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision of patchbench's models")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (compile time is reported separately)")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format for weights and image input")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice); 1 is steadier on a busy machine")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed windows")
+    p.add_argument("--steps", type=int, default=5, help="steps per timed window")
+    p.add_argument("--windows", type=int, default=3, help="timed windows (median and spread over them)")
+    p.add_argument("--set", action="append", default=[], metavar="[MODEL.]KEY=VALUE",
+                   help="model config override for every model (n_layer=4) or one (gpt2.n_layer=4)")
+    p.add_argument("--vocab-size", type=int, default=50257, help="vocabulary where a config says 0 (= from the tokenizer)")
+    p.add_argument("--num-classes", type=int, default=10, help="classes where an image config says 0 (= from the task)")
+    p.add_argument("--reference", action="store_true", help="also measure the off-the-shelf implementation, same process and inputs")
+    p.add_argument("--no-inference", action="store_true", help="skip the inference measurement")
+    p.add_argument("--sweep", nargs=2, metavar=("KEY", "VALUES"), help="seq-len | image-size | batch-size and comma-separated values")
+    p.add_argument("--max-batch", action="store_true", help="find the largest batch that fits (per sweep point) and measure at it")
+    p.add_argument("--max-batch-limit", type=int, default=4096)
+    p.add_argument("--mem-budget", type=float, default=0.0, help="CPU: GiB of peak RSS a batch may use (default: half of MemAvailable)")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: GPU table or CPU matmul probe)")
+    p.add_argument("--in-process", action="store_true", help="measure in this process (tests); default: a fresh process per model")
+    p.add_argument("--out", default="bench", help="folder for bench.json, bench.md (and sweep.png)")
+
+
+# --------------------------------------------------------------------------------------------------
+# overrides: --set key=value for every model, --set MODEL.key=value for one
+
+
+def model_overrides(sets: list[str], models: list[str]) -> dict[str, dict[str, Any]]:
+    per: dict[str, dict[str, Any]] = {m: {} for m in models}
+    for text in sets:
+        node = parse_override(text)
+        (head, value), = node.items()
+        if head == "model" and isinstance(value, dict):  # model.n_layer=4 = n_layer=4
+            (head, value), = value.items()
+        if head in per and isinstance(value, dict):
+            (key, v), = value.items()
+            if isinstance(v, dict):
+                raise ConfigError(f"--set {text!r}: model config keys are not nested; e.g. {head}.n_layer=4")
+            per[head][key] = v
+        elif isinstance(value, dict):
+            raise ConfigError(f"--set {text!r}: {head!r} is not one of the benchmarked models ({', '.join(models)}); use KEY=VALUE or MODEL.KEY=VALUE")
+        else:
+            for m in models:
+                per[m][head] = value
+    return per
+
+
+# --------------------------------------------------------------------------------------------------
+# running jobs
+
+
+def run_job_somewhere(job: dict[str, Any], in_process: bool) -> dict[str, Any]:
+    """Run one job in a fresh `python -m patchbench.bench.worker` process (or here with --in-process)."""
+    import torch
+
+    from patchbench.bench.worker import run_job
+
+    if in_process:
+        try:
+            return run_job(job)
+        except ConfigError as e:
+            return {"error": str(e), "error_kind": "config"}
+        except torch.OutOfMemoryError:
+            return {"error": f"out of memory at batch {job['spec'].get('batch_size')}", "error_kind": "oom"}
+    with tempfile.TemporaryDirectory(prefix="patchbench-bench-") as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(json.dumps(job))
+        proc = subprocess.run([sys.executable, "-m", "patchbench.bench.worker", str(job_path), str(out_path)])
+        if proc.returncode != 0 or not out_path.is_file():
+            why = "killed (out of host memory?)" if proc.returncode in (-9, 137) else f"exit status {proc.returncode}"
+            return {"error": f"worker process failed ({why}); see the messages above", "error_kind": "crash"}
+        return json.loads(out_path.read_text())
+
+
+def run(args) -> int:
+    from patchbench import registry
+    from patchbench.bench.harness import BenchSpec, configure, memory_key, resolve_dtype
+    from patchbench.bench.sweep import default_budget_bytes, parse_sweep, plot_sweep
+    from patchbench.engine.measure import resolve_device
+
+    for name in args.models:
+        registry.get_model(name)  # unknown name -> ConfigError with the valid choices
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
+    overrides = model_overrides(args.set, args.models)
+    device = resolve_device(args.device)
+    resolve_dtype(args.dtype, device)
+    sweep_field, values = parse_sweep(*args.sweep) if args.sweep else (None, [None])
+    if args.max_batch and sweep_field == "batch_size":
+        raise ConfigError("--max-batch with --sweep batch-size: choose one; --max-batch finds the batch itself")
+
+    peak = None
+    if device.type == "cpu" and not args.peak_tflops:  # probe once, here, for every worker
+        import torch
+
+        from patchbench.bench.peaks import cpu_peak
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        peak = list(cpu_peak(args.dtype))
+        print(f"CPU peak for MFU: {peak[1]}", flush=True)
+    budget = int(args.mem_budget * 2**30) if args.mem_budget > 0 else (default_budget_bytes() if device.type != "cuda" else 0)
+
+    rows: list[dict[str, Any]] = []
+    for value in values:
+        for name in args.models:
+            spec = BenchSpec(
+                model=name, overrides=overrides[name], batch_size=args.batch_size, seq_len=args.seq_len,
+                image_size=args.image_size, dtype=args.dtype, compile=args.compile, channels_last=args.channels_last,
+                warmup=args.warmup, steps=args.steps, windows=args.windows, inference=not args.no_inference,
+                device=args.device, vocab_size=args.vocab_size, num_classes=args.num_classes, peak=peak, peak_tflops=args.peak_tflops, threads=args.threads,
+            )
+            if sweep_field:
+                spec = dataclasses.replace(spec, **{sweep_field: value})
+            label = f"{name}" + (f" {sweep_field}={value}" if sweep_field else "")
+            try:
+                configure(spec)  # bad config: one line now, not a traceback in a worker
+            except ConfigError as e:
+                if not sweep_field:
+                    raise
+                rows.append({"model": name, sweep_field: value, "error": str(e)})
+                print(f"{label}: skipped ({e})", flush=True)
+                continue
+            found = None
+            if args.max_batch:
+                found = run_job_somewhere({"kind": "max_batch", "spec": dataclasses.asdict(spec), "limit": args.max_batch_limit,
+                                           "budget_bytes": budget}, args.in_process)
+                if "error" in found:
+                    if found.get("error_kind") == "config" and not sweep_field:
+                        raise ConfigError(found["error"])
+                    rows.append({"model": name, **({sweep_field: value} if sweep_field else {}), "error": found["error"]})
+                    print(f"{label}: {found['error']}", flush=True)
+                    continue
+                spec = dataclasses.replace(spec, batch_size=found["max_batch"])
+                print(f"{label}: largest batch that fits: {found['max_batch']}" + (" (limit reached)" if found["limit_reached"] else ""), flush=True)
+            row = run_job_somewhere({"kind": "bench", "spec": dataclasses.asdict(spec), "reference": args.reference}, args.in_process)
+            if row.get("error_kind") == "config" and not sweep_field:
+                raise ConfigError(row["error"])
+            if sweep_field:
+                row.setdefault(sweep_field, value)
+            if found is not None:
+                row["max_batch_search"] = {k: found[k] for k in ("max_batch", "limit_reached", "trials", "budget_bytes")}
+            row.setdefault("model", name)
+            if "error" not in row:
+                key = memory_key(row["device"])
+                row["memory_mib"] = row[key] / 2**20
+                if row.get("reference", {}).get(key):
+                    row["reference"]["memory_mib"] = row["reference"][key] / 2**20
+            rows.append(row)
+            print(one_line(label, row), flush=True)
+
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {args.out!r}: not writable ({e.strerror})") from None
+    meta = {"command": "patchbench bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "host": platform.node(),
+            "python": platform.python_version(), "in_process": args.in_process, "sweep": sweep_field,
+            "cpu_memory_budget_bytes": budget if args.max_batch and device.type != "cuda" else None}
+    (out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+    text = tables(rows, sweep_field)
+    if sweep_field and any("error" not in r for r in rows):
+        png = plot_sweep(rows, sweep_field, out / "sweep.png")
+        text += f"\n![sweep]({png.name})\n"
+    (out / "bench.md").write_text(text)
+    print("\n" + text)
+    print(f"saved {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# printing
+
+
+def _mib(v: float | None) -> str:
+    return "—" if v is None else f"{v / 2**20:,.0f}"
+
+
+def _rate(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def one_line(label: str, r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"{label}: {r['error']}"
+    s = (f"{label}: train {_rate(r['train_samples_per_s'])} samples/s (±{100 * r['train_spread']:.0f}%), "
+         f"{_rate(r['train_items_per_s'])} {r['item']}/s, peak {_mib(r.get('train_peak_allocated_bytes', r.get('train_peak_rss_bytes')))} MiB, "
+         f"MFU {_pct(r.get('train_mfu'))}")
+    ref = r.get("reference") or {}
+    if ref.get("train_speedup"):
+        s += f"; vs {ref['name']}: ×{ref['train_speedup']:.2f} speed, ×{ref['memory_ratio']:.2f} memory"
+    return s
+
+
+def tables(rows: list[dict[str, Any]], sweep_field: str | None) -> str:
+    ok = [r for r in rows if "error" not in r]
+    cuda = any(r["device"] == "cuda" for r in ok)
+    mem_head = "peak alloc / reserved MiB" if cuda else "peak RSS MiB"
+    shape = "seq" if any(r.get("seq_len") for r in ok) else ""
+    shape += ("/" if shape else "") + "img" if any(r.get("image_size") for r in ok) else ""
+    lines = [f"| model | params | batch | {shape or 'shape'} | dtype | train samples/s (±) | train items/s | "
+             f"infer samples/s | {mem_head} | train GFLOP/sample | train MFU | compile s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            at = f" at {sweep_field}={r.get(sweep_field)}" if sweep_field else ""
+            lines.append(f"| {r['model']} | | | {r.get('seq_len') or r.get('image_size') or ''} | | {r['error']}{at} | | | | | | |")
+            continue
+        mem = _mib(r.get("train_peak_allocated_bytes", r.get("train_peak_rss_bytes")))
+        if cuda:
+            mem += f" / {_mib(r.get('train_peak_reserved_bytes'))}"
+        flags = "+compile" if r["compile"] else ""
+        flags += "+cl" if r["channels_last"] else ""
+        comp = "—" if not r["compile"] else f"{r.get('compile_train_s', 0):.1f} + {r.get('compile_infer_s', 0):.1f}"
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {r['batch_size']} | {r.get('seq_len') or r.get('image_size')} | {r['dtype']}{flags} | "
+            f"{_rate(r['train_samples_per_s'])} (±{100 * r['train_spread']:.0f}%) | {_rate(r['train_items_per_s'])} {r['item']}/s | "
+            f"{_rate(r.get('infer_samples_per_s'))} | {mem} | {r['flops_train_per_sample'] / 1e9:.3f} | {_pct(r.get('train_mfu'))} | {comp} |")
+    out = "\n".join(lines) + "\n"
+    if ok:
+        r0 = ok[0]
+        out += f"\nDevice: {r0['device_name']}; torch {r0['torch']}; peak for MFU: {r0['peak_source']}; memory: {r0['memory_peak_kind']}.\n"
+    notes = [(r["model"], n) for r in ok for n in r.get("notes", [])]
+    for model, n in dict.fromkeys(notes):
+        out += f"- {model}: {n}\n"
+    refs = [r for r in ok if r.get("reference")]
+    if refs:
+        out += ("\n| model | reference | ref params | ref train samples/s | ref infer samples/s | ref peak MiB | "
+                "train speed × | infer speed × | memory × | memory × above baseline | max |Δ| of outputs |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|\n")
+        for r in refs:
+            f = r["reference"]
+            if not f.get("name"):
+                out += f"| {r['model']} | {f.get('why')} | | | | | | | | | |\n"
+                continue
+            ref_mem = _mib(f.get("train_peak_allocated_bytes", f.get("train_peak_rss_bytes")))
+            above = f.get("memory_ratio_above_baseline")
+            diff = f.get("max_abs_diff")
+            out += (f"| {r['model']}{' ' + str(r.get(sweep_field)) if sweep_field else ''} | {f['name']} | {f['params']:,} | "
+                    f"{_rate(f['train_samples_per_s'])} | {_rate(f.get('infer_samples_per_s'))} | {ref_mem} | "
+                    f"×{f['train_speedup']:.2f} | {'×%.2f' % f['infer_speedup'] if f.get('infer_speedup') else '—'} | "
+                    f"×{f['memory_ratio']:.2f} | {'×%.2f' % above if above else '—'} | {'%.1e' % diff if diff is not None else 'n/a'} |\n")
+        out += ("\nSpeed × = patchbench ÷ reference samples/s (above 1: patchbench is faster); memory × = patchbench ÷ "
+                "reference peak (below 1: patchbench uses less). References run fp32, eager, default AdamW.\n")
+    return out

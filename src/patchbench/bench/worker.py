@@ -1,0 +1,98 @@
+"""One benchmark job in a fresh process: `python -m patchbench.bench.worker JOB.json RESULT.json`.
+
+A job is {"kind": "bench" | "max_batch", "spec": BenchSpec fields, "reference": bool, ...}. The result
+is the row (or {"error": one line}) written as JSON, so library chatter on stdout cannot corrupt it.
+The CLI calls `run_job` directly with --in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from patchbench.bench.harness import (BenchSpec, Subject, add_mfu, bench_model, build_subject, measure, memory_key,
+                                      release_memory, resolve_device)
+from patchbench.config import ConfigError
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    spec = BenchSpec(**job["spec"])
+    threads = torch.get_num_threads()
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    try:
+        return _run(job, spec)
+    finally:
+        torch.set_num_threads(threads)  # --in-process: leave the caller's setting as it was
+
+
+def _run(job: dict[str, Any], spec: BenchSpec) -> dict[str, Any]:
+    if job["kind"] == "max_batch":
+        from patchbench.bench.sweep import find_max_batch
+
+        return find_max_batch(spec, limit=job.get("limit", 4096), budget_bytes=job.get("budget_bytes", 0))
+    if job["kind"] != "bench":
+        raise ConfigError(f"bench job kind {job['kind']!r}; valid: bench, max_batch")
+    row = bench_model(spec)
+    if job.get("reference"):
+        row["reference"] = reference_row(spec, row)
+    return row
+
+
+def reference_row(spec: BenchSpec, ours: dict[str, Any]) -> dict[str, Any]:
+    """The reference measured in this process on the same inputs, plus ours ÷ reference ratios."""
+    from patchbench.bench.reference import build_reference
+
+    device = resolve_device(spec.device)
+    subject = build_subject(spec, device)  # same seed: the same weights and inputs as the measured model
+    ref, desc, same_weights = build_reference(spec.model, subject.model, subject.config, subject.modality)
+    if ref is None:
+        return {"name": None, "why": desc}
+    out: dict[str, Any] = {"name": desc, "max_abs_diff": None}
+    if same_weights:  # check it computes the same function
+        x = subject.x[: min(2, len(subject.x))]
+        subject.model.eval()
+        ref.eval()
+        with torch.no_grad():
+            out["max_abs_diff"] = float((subject.model(x) - ref(x)).abs().max())
+    ref_subject = Subject(desc, ref, subject.x, subject.y, subject.modality, subject.items_per_sample, subject.shape)
+    del subject
+    release_memory(device)
+    row = measure(ref_subject, device, dtype="fp32", compile=False, channels_last=False, warmup=spec.warmup,
+                  steps=spec.steps, windows=spec.windows, inference=spec.inference, fused_adamw=False)
+    add_mfu(row, ours.get("peak_flops") if spec.dtype == "fp32" else None)
+    out.update(row)
+    out["train_speedup"] = ours["train_samples_per_s"] / row["train_samples_per_s"]
+    if spec.inference:
+        out["infer_speedup"] = ours["infer_samples_per_s"] / row["infer_samples_per_s"]
+    key = memory_key(device.type)
+    out["memory_ratio"] = ours[key] / row[key]
+    base = ours["memory_before_bytes"], row["memory_before_bytes"]
+    grown = ours[key] - base[0], row[key] - base[1]
+    if device.type != "cuda" and min(grown) > 8 * 2**20:  # the process's own footprint (Python, torch) is in both RSS peaks
+        out["memory_ratio_above_baseline"] = grown[0] / grown[1]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m patchbench.bench.worker JOB.json RESULT.json", file=sys.stderr)
+        return 2
+    job = json.loads(Path(argv[0]).read_text())
+    try:
+        result = run_job(job)
+    except ConfigError as e:
+        result = {"error": str(e), "error_kind": "config"}
+    except torch.OutOfMemoryError:
+        result = {"error": f"out of memory at batch {job['spec'].get('batch_size')}", "error_kind": "oom"}
+    Path(argv[1]).write_text(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Images as sequences of k×k patch tokens (the FPT study's MNIST and CIFAR-10 tasks).
+
+    image (H, W, C) uint8 -> / 255 -> (H/k · W/k, k·k·C) tokens, row-major, pixel order (p1 p2 c)
+    MNIST 28×28, k=4: 49 tokens of 16 values; CIFAR-10 32×32, k=4: 64 tokens of 48 values
+
+The universal-computation layout ('b c (h p1) (w p2) -> b (h w) (p1 p2 c)'), without its resize.
+Images come from the readers of data/images.py: mnist and cifar10 need data.path (their IDX files /
+python batches), fashion_mnist defaults to the Debian package's folder, digits is scikit-learn's 8×8
+set. Held-out data is the dataset's own test split; digits has none, so a fixed seeded 20% of it is
+held out and never trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from einops import rearrange
+
+from patchbench.config import ConfigError
+from patchbench.data.images import Split, read_dataset
+from patchbench.registry import register_task
+from patchbench.tasks.sequence import HeldOutEval, SequenceTask
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
+DIGITS_TEST_FRACTION = 0.2
+
+
+def load_image_splits(dataset: str, path: str, download: bool, seed: int) -> tuple[Split, Split, str]:
+    """(train, held-out, description) of one image dataset; datasets without a test split get a seeded one."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"data.dataset: {dataset!r}; valid: {', '.join(DATASETS)}")
+    raw = read_dataset(dataset, path, image_size=0, download=download)
+    if raw.test is not None:
+        return raw.train, raw.test, raw.source
+    perm = np.random.default_rng(seed).permutation(len(raw.train.labels))
+    cut = int(len(perm) * DIGITS_TEST_FRACTION)
+    test_idx, train_idx = np.sort(perm[:cut]), np.sort(perm[cut:])
+    split = lambda idx: Split(raw.train.images[idx], raw.train.labels[idx])  # noqa: E731
+    return split(train_idx), split(test_idx), f"{raw.source}, seeded {DIGITS_TEST_FRACTION:.0%} held out (seed {seed})"
+
+
+@dataclass
+class ImagePatchesData(HeldOutEval):
+    dataset: str = "mnist"  # mnist | fashion_mnist | cifar10 | digits
+    path: str = ""  # the dataset's folder ("" = fashion_mnist: /usr/share/datasets/fashion-mnist)
+    download: bool = False  # let torchvision download mnist / fashion_mnist / cifar10 into data.path
+    patch_size: int = 4  # k: tokens are k×k patches
+    train_limit: int = 0  # use at most N training images (seeded subset); 0 = all
+    seed: int = 0  # seeds the held-out split of digits and the train_limit subset
+    test_steps_per_iter: int = 100  # the seed's MNIST / CIFAR-10 setting
+
+    def validate(self) -> None:
+        self.validate_eval()
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"data.dataset: {self.dataset!r}; valid: {', '.join(DATASETS)}")
+        if self.patch_size < 1:
+            raise ConfigError(f"data.patch_size: must be at least 1, got {self.patch_size}")
+        if self.train_limit < 0:
+            raise ConfigError(f"data.train_limit: must be 0 or more, got {self.train_limit}")
+
+
+def check_patch(k: int, h: int, w: int, what: str) -> None:
+    if h % k or w % k:
+        valid = [p for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]
+        raise ConfigError(f"data.patch_size: {k} does not divide the {h}x{w} images of {what}; valid patch sizes: {', '.join(map(str, valid))}")
+
+
+class ImagePatchesTask(SequenceTask):
+    objectives = ("classification",)
+    kind = "classify"
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        d = self.data
+        self.train, self.test, self.source = load_image_splits(d.dataset, d.path, d.download, d.seed)
+        if d.train_limit and d.train_limit < len(self.train.labels):
+            keep = np.sort(np.random.default_rng([d.seed, 1]).permutation(len(self.train.labels))[: d.train_limit])
+            self.train = Split(self.train.images[keep], self.train.labels[keep])
+        _, h, w, c = self.train.images.shape
+        check_patch(d.patch_size, h, w, d.dataset)
+        self.num_train, self.num_test = len(self.train.labels), len(self.test.labels)
+        self.seq_len = (h // d.patch_size) * (w // d.patch_size)
+        self.token_dim = d.patch_size * d.patch_size * c
+        self.classes = int(max(self.train.labels.max(), self.test.labels.max())) + 1
+
+    def example(self, split: int, i: int) -> tuple[np.ndarray, np.int64]:
+        s = self.train if split == 0 else self.test
+        k = self.data.patch_size
+        x = rearrange(s.images[i], "(h p1) (w p2) c -> (h w) (p1 p2 c)", p1=k, p2=k)  # (N, k*k*C)
+        return x.astype(np.float32) / 255.0, s.labels[i]
+
+    def io(self) -> dict[str, Any]:
+        return {"input_kind": "continuous", "input_dim": self.token_dim, "output_dim": self.classes, "out_tokens": 0}
+
+    def shorten_hint(self) -> str:
+        return "use a larger data.patch_size"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "source": self.source, "patch_size": self.data.patch_size}
+
+
+@register_task("image_patches", data_config=ImagePatchesData, modality="sequence")
+def image_patches(cfg) -> ImagePatchesTask:
+    """Image classification from k×k patch tokens (MNIST, Fashion-MNIST, CIFAR-10, digits)."""
+    return ImagePatchesTask(cfg)
