@@ -12,14 +12,14 @@ import torch
 from torch import nn
 
 from patchbench import registry
-from patchbench.bench.harness import BenchSpec, Subject, count_flops, measure, time_windows
+from patchbench.bench.harness import Subject, count_flops, measure, time_windows
 from patchbench.bench.peaks import gpu_peak
 from patchbench.bench.reference import HFGPT2Reference, SeedStylePacing
 from patchbench.bench.sweep import largest_fitting
 from patchbench.cli import main
 
-TINY_GPT2 = dict(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2, dropout=0.0)
-TINY_PACING = dict(vocab_size=100, n_positions=16, patch=8, depths=[1, 1, 1, 1], dims=[8, 16, 32, 64])
+TINY_GPT2 = {"vocab_size": 100, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 2, "dropout": 0.0}
+TINY_PACING = {"vocab_size": 100, "n_positions": 16, "patch": 8, "depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]}
 CPU = torch.device("cpu")
 
 
@@ -41,20 +41,25 @@ def test_gpt2_flops_match_the_formula(attn):
 
 
 def test_cnn_flops_match_the_formula():
-    """conv k×k: 2·B·Cout·Hout·Wout·Cin·k². Backward: conv1 only needs its weight gradient (the image
-    needs none) = 1× its forward; conv2 and the linear need input and weight gradients = 2×."""
+    """conv k×k with g groups: 2·B·Cout·Hout·Wout·(Cin/g)·k². Backward: each needed gradient costs one
+    forward: conv1 only needs its weight gradient (the image needs none) = 1×; the others need input and
+    weight gradients = 2×. (torch's own formula ignores groups in the weight gradient: the depthwise
+    conv would count 8× too much.)"""
     B = 3
     model = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),  # (B, 8, 8, 8)
+        nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),  # depthwise (B, 8, 8, 8)
         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),  # (B, 16, 4, 4)
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
     )
     x, y = torch.randn(B, 3, 8, 8), torch.randint(0, 10, (B,))
     conv1 = 2 * B * 8 * 8 * 8 * 3 * 9
+    depthwise = 2 * B * 8 * 8 * 8 * 1 * 9
     conv2 = 2 * B * 16 * 4 * 4 * 8 * 9
     linear = 2 * B * 16 * 10
-    assert count_flops(model, x, y, train=False) == conv1 + conv2 + linear
-    assert count_flops(model, x, y, train=True) == (conv1 + conv2 + linear) + conv1 + 2 * conv2 + 2 * linear
+    forward = conv1 + depthwise + conv2 + linear
+    assert count_flops(model, x, y, train=False) == forward
+    assert count_flops(model, x, y, train=True) == forward + conv1 + 2 * (depthwise + conv2 + linear)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,6 +219,17 @@ def test_bench_max_batch_in_process(tmp_path):
     assert [t["batch"] for t in row["max_batch_search"]["trials"]] == [1, 2, 4]
 
 
+def test_bench_image_models_and_timm_references(tmp_path):
+    out = tmp_path / "i"
+    assert main(["bench", "vit", "convmixer", "--image-size", "32", "--reference", "--in-process", "--channels-last",
+                 "--set", "dim=32", "--set", "depth=1", "--set", "patch=8", "--set", "vit.heads=2", *QUICK, "--out", str(out)]) == 0
+    vit, mixer = json.loads((out / "bench.json").read_text())["rows"]
+    assert vit["image_size"] == mixer["image_size"] == 32 and vit["item"] == "images"
+    assert vit["config"]["num_classes"] == 10 and vit["train_items_per_s"] == vit["train_samples_per_s"]
+    assert vit["reference"]["name"].startswith("timm VisionTransformer") and vit["reference"]["params"] == vit["params"]
+    assert mixer["reference"]["max_abs_diff"] == 0.0  # patchbench's ConvMixer is timm's: same weights, same outputs
+
+
 @pytest.mark.parametrize("argv,message", [
     (["bench", "nosuchmodel"], "unknown model"),
     (["bench", "gpt2", "--set", "pacing.patch=8"], "not one of the benchmarked models"),
@@ -234,9 +250,9 @@ def test_bench_bad_input_is_one_line(argv, message, capsys, tmp_path):
 # the engine's fast paths on CPU
 
 
+@pytest.mark.slow
 def test_engine_channels_last_trains_pacing(corpus, tmp_path):
     import yaml
-
     from conftest import tiny_text_recipe
 
     recipe = tmp_path / "r.yaml"

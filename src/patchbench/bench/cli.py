@@ -96,7 +96,7 @@ def run_job_somewhere(job: dict[str, Any], in_process: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="patchbench-bench-") as tmp:
         job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(json.dumps(job))
-        proc = subprocess.run([sys.executable, "-m", "patchbench.bench.worker", str(job_path), str(out_path)])
+        proc = subprocess.run([sys.executable, "-m", "patchbench.bench.worker", str(job_path), str(out_path)], check=False)
         if proc.returncode != 0 or not out_path.is_file():
             why = "killed (out of host memory?)" if proc.returncode in (-9, 137) else f"exit status {proc.returncode}"
             return {"error": f"worker process failed ({why}); see the messages above", "error_kind": "crash"}
@@ -105,7 +105,7 @@ def run_job_somewhere(job: dict[str, Any], in_process: bool) -> dict[str, Any]:
 
 def run(args) -> int:
     from patchbench import registry
-    from patchbench.bench.harness import BenchSpec, configure, memory_key, resolve_dtype
+    from patchbench.bench.harness import BenchSpec, resolve_dtype
     from patchbench.bench.sweep import default_budget_bytes, parse_sweep, plot_sweep
     from patchbench.engine.measure import resolve_device
 
@@ -119,6 +119,11 @@ def run(args) -> int:
     sweep_field, values = parse_sweep(*args.sweep) if args.sweep else (None, [None])
     if args.max_batch and sweep_field == "batch_size":
         raise ConfigError("--max-batch with --sweep batch-size: choose one; --max-batch finds the batch itself")
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {args.out!r}: not writable ({e.strerror})") from None
 
     peak = None
     if device.type == "cpu" and not args.peak_tflops:  # probe once, here, for every worker
@@ -130,65 +135,31 @@ def run(args) -> int:
             torch.set_num_threads(args.threads)
         peak = list(cpu_peak(args.dtype))
         print(f"CPU peak for MFU: {peak[1]}", flush=True)
-    budget = int(args.mem_budget * 2**30) if args.mem_budget > 0 else (default_budget_bytes() if device.type != "cuda" else 0)
+    budget = 0
+    if args.max_batch and device.type != "cuda":
+        budget = int(args.mem_budget * 2**30) if args.mem_budget > 0 else default_budget_bytes()
+        print(f"CPU memory budget for --max-batch: {budget / 2**30:.1f} GiB of peak RSS", flush=True)
 
-    rows: list[dict[str, Any]] = []
+    rows = []
     for value in values:
         for name in args.models:
             spec = BenchSpec(
                 model=name, overrides=overrides[name], batch_size=args.batch_size, seq_len=args.seq_len,
                 image_size=args.image_size, dtype=args.dtype, compile=args.compile, channels_last=args.channels_last,
                 warmup=args.warmup, steps=args.steps, windows=args.windows, inference=not args.no_inference,
-                device=args.device, vocab_size=args.vocab_size, num_classes=args.num_classes, peak=peak, peak_tflops=args.peak_tflops, threads=args.threads,
+                device=args.device, vocab_size=args.vocab_size, num_classes=args.num_classes, peak=peak,
+                peak_tflops=args.peak_tflops, threads=args.threads,
             )
             if sweep_field:
                 spec = dataclasses.replace(spec, **{sweep_field: value})
-            label = f"{name}" + (f" {sweep_field}={value}" if sweep_field else "")
-            try:
-                configure(spec)  # bad config: one line now, not a traceback in a worker
-            except ConfigError as e:
-                if not sweep_field:
-                    raise
-                rows.append({"model": name, sweep_field: value, "error": str(e)})
-                print(f"{label}: skipped ({e})", flush=True)
-                continue
-            found = None
-            if args.max_batch:
-                found = run_job_somewhere({"kind": "max_batch", "spec": dataclasses.asdict(spec), "limit": args.max_batch_limit,
-                                           "budget_bytes": budget}, args.in_process)
-                if "error" in found:
-                    if found.get("error_kind") == "config" and not sweep_field:
-                        raise ConfigError(found["error"])
-                    rows.append({"model": name, **({sweep_field: value} if sweep_field else {}), "error": found["error"]})
-                    print(f"{label}: {found['error']}", flush=True)
-                    continue
-                spec = dataclasses.replace(spec, batch_size=found["max_batch"])
-                print(f"{label}: largest batch that fits: {found['max_batch']}" + (" (limit reached)" if found["limit_reached"] else ""), flush=True)
-            row = run_job_somewhere({"kind": "bench", "spec": dataclasses.asdict(spec), "reference": args.reference}, args.in_process)
-            if row.get("error_kind") == "config" and not sweep_field:
-                raise ConfigError(row["error"])
+            row = measure_point(spec, args, budget, sweep_field)
             if sweep_field:
                 row.setdefault(sweep_field, value)
-            if found is not None:
-                row["max_batch_search"] = {k: found[k] for k in ("max_batch", "limit_reached", "trials", "budget_bytes")}
-            row.setdefault("model", name)
-            if "error" not in row:
-                key = memory_key(row["device"])
-                row["memory_mib"] = row[key] / 2**20
-                if row.get("reference", {}).get(key):
-                    row["reference"]["memory_mib"] = row["reference"][key] / 2**20
             rows.append(row)
-            print(one_line(label, row), flush=True)
 
-    out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"--out {args.out!r}: not writable ({e.strerror})") from None
-    meta = {"command": "patchbench bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None,
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "host": platform.node(),
-            "python": platform.python_version(), "in_process": args.in_process, "sweep": sweep_field,
-            "cpu_memory_budget_bytes": budget if args.max_batch and device.type != "cuda" else None}
+    meta = {"args": vars(args), "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "host": platform.node(), "python": platform.python_version(), "sweep": sweep_field,
+            "cpu_memory_budget_bytes": budget or None}
     (out / "bench.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     text = tables(rows, sweep_field)
     if sweep_field and any("error" not in r for r in rows):
@@ -198,6 +169,44 @@ def run(args) -> int:
     print("\n" + text)
     print(f"saved {out / 'bench.json'} and {out / 'bench.md'}")
     return 0
+
+
+def measure_point(spec, args, budget: int, sweep_field: str | None) -> dict[str, Any]:
+    """One model at one setting: (largest batch,) then the measurement, each in its own process.
+    Outside a sweep a config error ends the command; inside one it becomes a row that says why."""
+    from patchbench.bench.harness import configure, memory_key
+
+    label = spec.model + (f" {sweep_field}={getattr(spec, sweep_field)}" if sweep_field else "")
+
+    def failed(error: str, kind: str | None) -> dict[str, Any]:
+        if kind == "config" and not sweep_field:
+            raise ConfigError(error)
+        print(f"{label}: {error}", flush=True)
+        return {"model": spec.model, "error": error}
+
+    try:
+        configure(spec)  # a bad config: one line now, not a traceback in a worker
+    except ConfigError as e:
+        return failed(str(e), "config")
+    found = None
+    if args.max_batch:
+        found = run_job_somewhere({"kind": "max_batch", "spec": dataclasses.asdict(spec), "limit": args.max_batch_limit,
+                                   "budget_bytes": budget}, args.in_process)
+        if "error" in found:
+            return failed(found["error"], found.get("error_kind"))
+        spec = dataclasses.replace(spec, batch_size=found["max_batch"])
+        print(f"{label}: largest batch that fits: {found['max_batch']}" + (" (limit reached)" if found["limit_reached"] else ""), flush=True)
+    row = run_job_somewhere({"kind": "bench", "spec": dataclasses.asdict(spec), "reference": args.reference}, args.in_process)
+    if "error" in row:
+        return failed(row["error"], row.get("error_kind"))
+    if found is not None:
+        row["max_batch_search"] = {k: found[k] for k in ("max_batch", "limit_reached", "trials", "budget_bytes")}
+    key = memory_key(row["device"])
+    row["memory_mib"] = row[key] / 2**20
+    if (row.get("reference") or {}).get(key):
+        row["reference"]["memory_mib"] = row["reference"][key] / 2**20
+    print(one_line(label, row), flush=True)
+    return row
 
 
 # --------------------------------------------------------------------------------------------------
@@ -212,6 +221,10 @@ def _rate(v: float | None) -> str:
     if v is None:
         return "—"
     return f"{v:,.0f}" if v >= 100 else f"{v:.2f}"
+
+
+def _times(v: float | None) -> str:
+    return "—" if not v else f"×{v:.2f}"
 
 
 def _pct(v: float | None) -> str:
@@ -233,11 +246,11 @@ def one_line(label: str, r: dict[str, Any]) -> str:
 def tables(rows: list[dict[str, Any]], sweep_field: str | None) -> str:
     ok = [r for r in rows if "error" not in r]
     cuda = any(r["device"] == "cuda" for r in ok)
-    mem_head = "peak alloc / reserved MiB" if cuda else "peak RSS MiB"
-    shape = "seq" if any(r.get("seq_len") for r in ok) else ""
-    shape += ("/" if shape else "") + "img" if any(r.get("image_size") for r in ok) else ""
-    lines = [f"| model | params | batch | {shape or 'shape'} | dtype | train samples/s (±) | train items/s | "
-             f"infer samples/s | {mem_head} | train GFLOP/sample | train MFU | compile s |",
+    mem_head = "peak alloc / reserved MiB" if cuda else "peak RSS MiB (+ over the process before the model)"
+    shape = "/".join(h for h, k in (("seq", "seq_len"), ("image", "image_size")) if any(r.get(k) for r in ok)) or "shape"
+    header = (f"| model | params | batch | {shape} | dtype | train samples/s (±) | train items/s | "
+              f"infer samples/s | {mem_head} | train GFLOP/sample | train MFU | compile s |")
+    lines = [header,
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
@@ -247,6 +260,8 @@ def tables(rows: list[dict[str, Any]], sweep_field: str | None) -> str:
         mem = _mib(r.get("train_peak_allocated_bytes", r.get("train_peak_rss_bytes")))
         if cuda:
             mem += f" / {_mib(r.get('train_peak_reserved_bytes'))}"
+        else:
+            mem += f" (+{_mib(r['train_peak_rss_bytes'] - r['memory_before_bytes'])})"
         flags = "+compile" if r["compile"] else ""
         flags += "+cl" if r["channels_last"] else ""
         comp = "—" if not r["compile"] else f"{r.get('compile_train_s', 0):.1f} + {r.get('compile_infer_s', 0):.1f}"
@@ -257,27 +272,30 @@ def tables(rows: list[dict[str, Any]], sweep_field: str | None) -> str:
     out = "\n".join(lines) + "\n"
     if ok:
         r0 = ok[0]
-        out += f"\nDevice: {r0['device_name']}; torch {r0['torch']}; peak for MFU: {r0['peak_source']}; memory: {r0['memory_peak_kind']}.\n"
+        out += f"\nDevice: {r0['device_name']}; torch {r0['torch']}; peak for MFU: {r0['peak_source']}; memory: {r0['memory_peak_kind']}"
+        out += "." if cuda else f" (the process held {_mib(r0['memory_before_bytes'])} MiB before building the model).\n"
+        out += "\n" if cuda else ""
     notes = [(r["model"], n) for r in ok for n in r.get("notes", [])]
     for model, n in dict.fromkeys(notes):
         out += f"- {model}: {n}\n"
     refs = [r for r in ok if r.get("reference")]
     if refs:
         out += ("\n| model | reference | ref params | ref train samples/s | ref infer samples/s | ref peak MiB | "
-                "train speed × | infer speed × | memory × | memory × above baseline | max |Δ| of outputs |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|\n")
+                "train speed × | infer speed × | memory × | max |Δ| of outputs |\n"
+                "|---|---|---|---|---|---|---|---|---|---|\n")
         for r in refs:
             f = r["reference"]
             if not f.get("name"):
-                out += f"| {r['model']} | {f.get('why')} | | | | | | | | | |\n"
+                out += f"| {r['model']} | {f.get('why')} | | | | | | | | |\n"
                 continue
             ref_mem = _mib(f.get("train_peak_allocated_bytes", f.get("train_peak_rss_bytes")))
-            above = f.get("memory_ratio_above_baseline")
             diff = f.get("max_abs_diff")
             out += (f"| {r['model']}{' ' + str(r.get(sweep_field)) if sweep_field else ''} | {f['name']} | {f['params']:,} | "
                     f"{_rate(f['train_samples_per_s'])} | {_rate(f.get('infer_samples_per_s'))} | {ref_mem} | "
-                    f"×{f['train_speedup']:.2f} | {'×%.2f' % f['infer_speedup'] if f.get('infer_speedup') else '—'} | "
-                    f"×{f['memory_ratio']:.2f} | {'×%.2f' % above if above else '—'} | {'%.1e' % diff if diff is not None else 'n/a'} |\n")
+                    f"×{f['train_speedup']:.2f} | {_times(f.get('infer_speedup'))} | ×{f['memory_ratio']:.2f} | "
+                    f"{'n/a' if diff is None else f'{diff:.1e}'} |\n")
         out += ("\nSpeed × = patchbench ÷ reference samples/s (above 1: patchbench is faster); memory × = patchbench ÷ "
-                "reference peak (below 1: patchbench uses less). References run fp32, eager, default AdamW.\n")
+                "reference peak (below 1: patchbench uses less). References run fp32, eager, default AdamW, in the same "
+                "process after patchbench's model" + ("." if cuda else "; on CPU both peaks are the process's RSS, which "
+                "includes the interpreter and libraries and what the allocator kept, so memory × there is indicative only.") + "\n")
     return out

@@ -23,14 +23,15 @@ import platform
 import statistics
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backward_flop_count, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
 from patchbench import registry
 from patchbench.config import ConfigError
@@ -134,7 +135,7 @@ def fit_positions(name: str, values: dict, seq_len: int, notes: list[str]) -> tu
         notes.append(f"n_positions {seq_len} is not valid ({first_error}); using n_positions {side * side} "
                      f"({side}x{side} grid{px}) and {seq_len}-token windows padded by the model")
         return cfg, notes
-    raise ConfigError(f"--seq-len {seq_len}: no valid n_positions for {name} near it ({first_error})")
+    raise ConfigError(f"--seq-len {seq_len}: no valid n_positions for {name} from {seq_len} to {(4 * g) ** 2} ({first_error})")
 
 
 def build_subject(spec: BenchSpec, device: torch.device) -> Subject:
@@ -297,6 +298,15 @@ def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape,
     return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape) * 4 // 5
 
 
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """Each needed gradient (input, weight) costs what the forward convolution did. torch's own formula
+    ignores `groups` for the weight gradient and so counts a depthwise conv's backward `channels` times
+    over (ConvNeXt's 7×7 depthwise convs: ~30× too many FLOPs, MFU far above 100%)."""
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def _without_recompute(formula: Callable[..., int]) -> Callable[..., int]:
     """torch counts a fused attention backward as 5 matmuls, the recomputed QKᵀ included; model FLOPs
     (what MFU divides) count the 4 that eager attention's backward does too, so SDPA and eager agree."""
@@ -312,6 +322,7 @@ def _flop_formulas() -> dict:
     formulas = {  # FlopCounterMode knows the CUDA attention kernels but not the CPU one SDPA uses
         aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
         aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flop,
+        aten.convolution_backward: _conv_backward_flop,
     }
     for name in ("_scaled_dot_product_flash_attention_backward", "_scaled_dot_product_efficient_attention_backward",
                  "_scaled_dot_product_cudnn_attention_backward", "_flash_attention_backward", "_efficient_attention_backward"):
@@ -405,7 +416,7 @@ def measure(subject: Subject, device: torch.device, *, dtype: str, compile: bool
     if compile:
         out["compile_train_s"] = max(tr["warmup_s"][0] - tr["median_s"], 0.0)
     out["flops_train_per_sample"] = count_flops(model, x, y, train=True, autocast=autocast) / B
-    del opt
+    opt.state.clear()  # free the optimizer state before the inference phase
     model.zero_grad(set_to_none=True)
     release_memory(device)
 
@@ -455,7 +466,7 @@ def memory_key(device_type: str) -> str:
 
 
 def bench_model(spec: BenchSpec, subject: Subject | None = None) -> dict[str, Any]:
-    """One model (and, with spec-driven callers, its reference) measured; a flat JSON-able row."""
+    """One model measured on synthetic data: a flat JSON-able row (worker.run_job adds the reference)."""
     from patchbench.bench.peaks import peak_flops
 
     device = resolve_device(spec.device)

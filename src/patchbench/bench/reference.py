@@ -22,7 +22,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 # --------------------------------------------------------------------------------------------------
 # PACING as the seed wrote it
 

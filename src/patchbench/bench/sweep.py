@@ -12,14 +12,23 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from patchbench.bench.harness import (BenchSpec, build_subject, current_memory, peak_memory, release_memory,
-                                      reset_peak_memory, resolve_dtype, synthetic_batch)
+from patchbench.bench.harness import (
+    BenchSpec,
+    build_subject,
+    current_memory,
+    peak_memory,
+    release_memory,
+    reset_peak_memory,
+    resolve_dtype,
+    synthetic_batch,
+)
 from patchbench.config import ConfigError
 from patchbench.engine.measure import resolve_device
 
@@ -150,13 +159,17 @@ def plot_sweep(rows: list[dict[str, Any]], key: str, path: Path) -> Path:
     for name in models:
         pts = sorted((r[key], r) for r in ok if r["model"] == name)
         xs = [p[0] for p in pts]
-        for ax, (field, label) in zip(axes, panels):
+        for ax, (field, label) in zip(axes, panels, strict=True):
             ys = [p[1][field] for p in pts]
             (line,) = ax.plot(xs, ys, marker="o", label=name)
             refs = [(p[0], p[1]["reference"][field]) for p in pts if p[1].get("reference", {}).get(field) is not None]
             if refs:
                 ax.plot([r[0] for r in refs], [r[1] for r in refs], marker="x", linestyle="--", color=line.get_color(),
                         label=f"{name}: {pts[0][1]['reference']['name'].split(' (')[0]}")
+            for value, r in pts:  # say where the model's n_positions is not the swept length (PACING's grid)
+                n = (r.get("config") or {}).get("n_positions")
+                if key == "seq_len" and n and n != value:
+                    ax.annotate(f"n_positions {n}", (value, r[field]), fontsize=7, textcoords="offset points", xytext=(4, 4))
             ax.set_xlabel(key.replace("_", " "))
             ax.set_ylabel(label)
             ax.set_xscale("log", base=2)

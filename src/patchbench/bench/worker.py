@@ -14,8 +14,17 @@ from typing import Any
 
 import torch
 
-from patchbench.bench.harness import (BenchSpec, Subject, add_mfu, bench_model, build_subject, measure, memory_key,
-                                      release_memory, resolve_device)
+from patchbench.bench.harness import (
+    BenchSpec,
+    Subject,
+    add_mfu,
+    bench_model,
+    build_subject,
+    measure,
+    memory_key,
+    release_memory,
+    resolve_device,
+)
 from patchbench.config import ConfigError
 
 
@@ -62,8 +71,13 @@ def reference_row(spec: BenchSpec, ours: dict[str, Any]) -> dict[str, Any]:
     ref_subject = Subject(desc, ref, subject.x, subject.y, subject.modality, subject.items_per_sample, subject.shape)
     del subject
     release_memory(device)
-    row = measure(ref_subject, device, dtype="fp32", compile=False, channels_last=False, warmup=spec.warmup,
-                  steps=spec.steps, windows=spec.windows, inference=spec.inference, fused_adamw=False)
+    try:
+        row = measure(ref_subject, device, dtype="fp32", compile=False, channels_last=False, warmup=spec.warmup,
+                      steps=spec.steps, windows=spec.windows, inference=spec.inference, fused_adamw=False)
+    except torch.OutOfMemoryError:  # e.g. the seed's full readout at a batch patchbench's PACING fits
+        del ref_subject
+        release_memory(device)
+        return {**out, "name": None, "why": f"{desc}: out of memory at batch {spec.batch_size}"}
     add_mfu(row, ours.get("peak_flops") if spec.dtype == "fp32" else None)
     out.update(row)
     out["train_speedup"] = ours["train_samples_per_s"] / row["train_samples_per_s"]
@@ -71,10 +85,6 @@ def reference_row(spec: BenchSpec, ours: dict[str, Any]) -> dict[str, Any]:
         out["infer_speedup"] = ours["infer_samples_per_s"] / row["infer_samples_per_s"]
     key = memory_key(device.type)
     out["memory_ratio"] = ours[key] / row[key]
-    base = ours["memory_before_bytes"], row["memory_before_bytes"]
-    grown = ours[key] - base[0], row[key] - base[1]
-    if device.type != "cuda" and min(grown) > 8 * 2**20:  # the process's own footprint (Python, torch) is in both RSS peaks
-        out["memory_ratio_above_baseline"] = grown[0] / grown[1]
     return out
 
 

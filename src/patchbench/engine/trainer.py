@@ -158,10 +158,12 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
         prior_train_time = 0.0
 
     model = raw_model
-    if tc.compile:
-        model = torch.compile(model)
     if info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if info.rank > 0:  # DDP broadcast rank 0's weights; dropout masks must differ between ranks
+            torch.manual_seed(tc.seed + 7919 * info.rank + 104729 * start_step)
+    if tc.compile:  # compile(DDP(model)) lets gradient all-reduce overlap the backward
+        model = torch.compile(model)
 
     writer = None
     if info.is_main:
@@ -305,6 +307,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
     if writer is not None:
         writer.close()
     D.barrier(info)
+    D.shutdown(info)
     return summary or {"name": cfg.name, "stopped_at_step": step, "finished": False}
 
 
