@@ -78,7 +78,7 @@ def read_smiles_csv(path: str, key: str = "data.path") -> Molecules:
 
 def random_split(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     perm = np.random.default_rng(seed).permutation(n)
-    cut = max(1, int(round(n * test_fraction)))
+    cut = max(1, round(n * test_fraction))
     return np.sort(perm[cut:]), np.sort(perm[:cut])
 
 
@@ -97,7 +97,7 @@ def scaffold_split(smiles: list[str], test_fraction: float, seed: int) -> tuple[
             raise ConfigError(f"data.path: molecule {i + 1} ({s[:40]!r}) is not a SMILES RDKit can parse; fix or drop it, or use data.split=random")
         groups[MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)].append(i)
     n = len(smiles)
-    n_test = max(1, int(round(n * test_fraction)))
+    n_test = max(1, round(n * test_fraction))
     sets = list(groups.values())
     big = [g for g in sets if len(g) > n_test / 2]
     small = [g for g in sets if len(g) <= n_test / 2]

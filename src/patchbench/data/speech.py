@@ -77,8 +77,8 @@ def read_folder(path: str, words: list[str] | None = None) -> SpeechFolder:
             rel = f"{w}/{p.name}"
             split = "validation" if rel in held["validation"] else "testing" if rel in held["testing"] else "training"
             files[split].append((p, label[w]))
-    for split in files:
-        if not files[split]:
+    for split, clips in files.items():
+        if not clips:
             raise ConfigError(f"data.path: {root} has no {split} clips of the words {', '.join(found[:5])}...; check {SPLIT_FILES.get(split, 'the word folders')}")
     return SpeechFolder(root, found, files)
 

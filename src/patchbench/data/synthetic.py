@@ -12,7 +12,7 @@ small inputs (Bit-XOR with 5 bits has 1,024 possible inputs) its test batches re
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

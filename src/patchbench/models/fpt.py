@@ -212,7 +212,9 @@ def load_body(cfg: FPTConfig) -> tuple[nn.Module, Family, str]:
 
 def _load_hf_body(source: str, cfg: FPTConfig) -> tuple[nn.Module, Family, str]:
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per run only clutters run logs
     local_only = not cfg.download
     try:
         hf_cfg = AutoConfig.from_pretrained(source, local_files_only=local_only)
@@ -312,7 +314,7 @@ def body_roles(body: nn.Module, family: Family) -> dict[int, tuple[nn.Parameter,
     return table
 
 
-def freeze_by_role(model: "FPT", cfg: FPTConfig, family: Family) -> dict:
+def freeze_by_role(model: FPT, cfg: FPTConfig, family: Family) -> dict:
     """Set requires_grad by role; return {"total", "trainable", "roles": {role: {"trainable", "total"}}}."""
     table = body_roles(model.body, family)
     present = {r for _, roles, _ in table.values() for r in roles}
@@ -320,15 +322,15 @@ def freeze_by_role(model: "FPT", cfg: FPTConfig, family: Family) -> dict:
         if getattr(cfg, f"freeze_{role}") is not None and role not in present:
             have = ", ".join(f"freeze_{r}" for r in ("pos", "ln", "attn", "ff") if r in present)
             raise ConfigError(f"model.freeze_{role}: the {family.name} body has no {ROLE_WORDS[role]} parameters, so the flag would do nothing; remove it (flags that apply here: {have})")
-    per_param: list[tuple[nn.Parameter, set[str]]] = [(p, roles) for p, roles, _ in table.values()]
+    per_param: dict[int, tuple[nn.Parameter, set[str]]] = {i: (p, set(roles)) for i, (p, roles, _) in table.items()}
     ends = [model.embed, model.head] + ([model.cls] if model.cls is not None else [])
     for part, role in zip(ends, ("in", "out", "in")):
-        params = [part] if isinstance(part, nn.Parameter) else list(part.parameters())
-        per_param += [(p, {role}) for p in params]
+        for p in [part] if isinstance(part, nn.Parameter) else part.parameters():
+            per_param.setdefault(id(p), (p, set()))[1].add(role)
     counts = {r: {"trainable": 0, "total": 0} for r in ROLES}
-    for p, roles in per_param:
+    for p, roles in per_param.values():
         p.requires_grad_(not any(cfg.frozen(r) for r in roles))
-        role = sorted(roles, key=ROLES.index)[0]  # a tied parameter is counted once, under its first role
+        role = min(roles, key=ROLES.index)  # a tied parameter is counted once, under its first role
         counts[role]["total"] += p.numel()
         counts[role]["trainable"] += p.numel() if p.requires_grad else 0
     totals = count_params(model)

@@ -37,8 +37,9 @@ def load_image_splits(dataset: str, path: str, download: bool, seed: int) -> tup
     perm = np.random.default_rng(seed).permutation(len(raw.train.labels))
     cut = int(len(perm) * DIGITS_TEST_FRACTION)
     test_idx, train_idx = np.sort(perm[:cut]), np.sort(perm[cut:])
-    split = lambda idx: Split(raw.train.images[idx], raw.train.labels[idx])  # noqa: E731
-    return split(train_idx), split(test_idx), f"{raw.source}, seeded {DIGITS_TEST_FRACTION:.0%} held out (seed {seed})"
+    train = Split(raw.train.images[train_idx], raw.train.labels[train_idx])
+    test = Split(raw.train.images[test_idx], raw.train.labels[test_idx])
+    return train, test, f"{raw.source}, seeded {DIGITS_TEST_FRACTION:.0%} held out (seed {seed})"
 
 
 @dataclass

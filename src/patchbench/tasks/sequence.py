@@ -18,8 +18,9 @@ test_steps_per_iter: 0 scores the whole held-out split every time.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ def fill_io(model_cfg: Any, task: str, **need: Any) -> Any:
 
 
 class _Split(Dataset):
-    def __init__(self, task: "SequenceTask", split: int):
+    def __init__(self, task: SequenceTask, split: int):
         self.task, self.split = task, split
 
     def __len__(self) -> int:
