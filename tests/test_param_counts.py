@@ -39,6 +39,18 @@ def test_pacing_readout_channels_only_change_the_dead_readout():
     assert full - live == 1024 * 1023 * 3 + 1023  # ConvTranspose1d(1024, R, k=3) weights + bias
 
 
+def test_pacing_pools_positions_when_they_do_not_divide_the_width():
+    from patchbench.models.pacing import readout_positions
+
+    assert readout_positions(768, 256) == 256  # the seed's sizes: no pooling
+    assert readout_positions(768, 529) == 384 and readout_positions(768, 1024) == 768  # 2048 / 4096 tokens
+    # 144 tokens of 8x8 -> 12x12 grid -> 96 px -> 3x3 = 9 positions; 192 % 9 != 0 -> pool to 8, kernel 24
+    model = create_model("pacing", vocab_size=50, n_positions=144, patch=8, depths=[1, 1, 1, 1], dims=[8, 8, 8, 8])
+    assert model.n_cells == 9 and model.n_readout_in == 8 and model.readout.kernel_size == (24,)
+    logits = model(torch.randint(0, 50, (2, 144)))
+    assert logits.shape == (2, 50) and torch.isfinite(logits).all()
+
+
 def test_pacing_invalid_patch_is_a_config_error():
     with pytest.raises(ConfigError, match="model.patch"):
         create_model("pacing", n_positions=64, patch=6)

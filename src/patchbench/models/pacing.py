@@ -5,7 +5,9 @@
       -> wte(ids) + wpe(pos)                        (B, N, D),  D = 3 * patch * patch
       -> one 3×p×p patch per token, one image       (B, 3, grid*p, grid*p)
       -> ConvNeXt-V2: stem 4×4/4, 4 stages          (B, C4, h, w)
-      -> flatten positions, ConvTranspose1d k=s=D/(h*w): the map back to D per output channel
+      -> flatten positions (B, C4, P); when P does not divide D (long contexts), average-pool them
+         to P' = the largest divisor of D not above P (P' = P for the seed's sizes)
+      -> ConvTranspose1d k=s=D/P': the map back to D per output channel
                                                     (B, n_readout, D)
       -> last readout channel, tied unembedding     (B, V)
 
@@ -54,9 +56,11 @@ class PacingConfig:
         side = grid_size(self.n_positions, self.layout) * self.patch
         if side % 32:
             raise ConfigError(f"model.patch: image side {side}px is not divisible by the network stride 32; use a patch or n_positions that gives a multiple of 32")
-        cells = (side // 32) ** 2
-        if self.vocab_size and self.n_embd % cells:
-            raise ConfigError(f"model.patch: n_embd {self.n_embd} is not a multiple of the {cells} final feature positions ({side}px image)")
+
+
+def readout_positions(width: int, positions: int) -> int:
+    """The largest divisor of the embedding width not above the number of feature positions."""
+    return max(d for d in range(1, min(width, positions) + 1) if width % d == 0)
 
 
 class Pacing(nn.Module):
@@ -92,7 +96,8 @@ class Pacing(nn.Module):
 
         side = self.to_image.image_size // 32
         self.n_cells = side * side  # feature positions after the stride-32 network
-        k = D // self.n_cells
+        self.n_readout_in = readout_positions(D, self.n_cells)
+        k = D // self.n_readout_in
         readout = cfg.readout_channels or cfg.n_positions
         self.readout = nn.ConvTranspose1d(dims[-1], readout, kernel_size=k, stride=k)  # (B, C4, P) -> (B, R, D)
         self.apply(self._init_weights)
@@ -126,6 +131,8 @@ class Pacing(nn.Module):
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         x = feats.flatten(2)  # (B, C4, P)
+        if self.n_readout_in != self.n_cells:
+            x = nn.functional.adaptive_avg_pool1d(x, self.n_readout_in)  # (B, C4, P')
         # Only the last readout channel is decoded (as in the seed): compute just that one.
         w = self.readout.weight[:, -1:, :]  # (C4, 1, k)
         b = self.readout.bias[-1:]
