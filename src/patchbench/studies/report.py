@@ -129,6 +129,25 @@ def _plots(study_dir: Path, runs: list[dict]) -> list[str]:
     return made
 
 
+def _pivot(rows: list[dict]) -> list[str]:
+    """Runs named COLUMN-ROW (e.g. fpt-bit_xor) as a ROW × COLUMN table of the final metric."""
+    cols: list[str] = []
+    table: dict[str, dict[str, str]] = {}
+    for r in rows:
+        if "-" not in r["name"]:
+            continue
+        col, row = r["name"].split("-", 1)
+        cols += [col] if col not in cols else []
+        cell = f"{r['metric']:.4f}" + (f" ± {r['metric_std']:.4f}" if r["runs"] > 1 else "")
+        table.setdefault(f"{row} ({r['metric_key']}{' ↑' if r['higher_is_better'] else ' ↓'})", {})[col] = cell
+    if not table:
+        return []
+    out = ["## Summary across variants", "", "| task | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for row, cells in table.items():
+        out.append(f"| {row} | " + " | ".join(cells.get(c, "-") for c in cols) + " |")
+    return out + [""]
+
+
 def write_report(study_dir: Path) -> Path:
     study_dir = Path(study_dir)
     spec_path = study_dir / "study.yaml"
@@ -168,42 +187,64 @@ def write_report(study_dir: Path) -> Path:
             "samples": [(m["name"], m.get("sample")) for m in members if m.get("sample")],
         })
 
+    for r, members in zip(rows, groups.values()):
+        r["task"] = members[0]["task"]
+        r["metric_key"] = members[0]["final_metric_name"].rsplit(" ", 1)[-1]  # e.g. val_accuracy
+    multi_task = len({(r["task"], r["metric_key"]) for r in rows}) > 1
+
     def base_for(row):
+        """Relative figures only between runs of the same task and metric."""
+        same = [r for r in rows if (r["task"], r["metric_key"]) == (row["task"], row["metric_key"])]
         if baseline:
-            return next(r for r in rows if r["name"] == baseline)
-        if len(rows) == 2:
-            return rows[1] if row is rows[0] else rows[0]
-        return rows[0]
+            b = next(r for r in rows if r["name"] == baseline)
+            return b if b in same else row
+        if len(same) == 2:
+            return same[1] if row is same[0] else same[0]
+        return same[0]
 
     title = study.get("title") or spec.get("name", "study")
     lines = [f"# {title}", ""]
     if spec.get("description"):
         lines += [spec["description"].strip(), ""]
+    against = ("`" + baseline + "`") if baseline else ("the other model" if len(rows) == 2 else "the first run of the same task")
     lines += [f"Preset `{spec.get('preset', 'default')}`; device {rows[0]['device']}, precision {rows[0]['precision']}. "
-              f"Relative figures: each row against {'`' + baseline + '`' if baseline else ('the other model' if len(rows) == 2 else '`' + rows[0]['name'] + '`')}, (a - b) / b.", ""]
-    head = ["run", "final metric", "train samples/s", "train items/s", "time / epoch", "model memory", "peak memory", "parameters", "trainable", "steps"] + columns
-    if any(r["runs"] > 1 for r in rows):
+              f"Relative figures: each row against {against}, (a - b) / b" + (", only between runs of the same task and metric." if multi_task else "."), ""]
+    head = ["run"] + (["task", "metric"] if multi_task else []) + ["final metric", "train samples/s", "train items/s", "time / epoch",
+                                                                  "model memory", "peak memory", "parameters", "trainable", "steps"] + columns
+    seeds = any(r["runs"] > 1 for r in rows)
+    if seeds:
         head.insert(1, "seeds")
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for r in rows:
         b = base_for(r)
+
+        def rel(key):
+            return _rel(r[key], b[key]) if b is not r else ""
+
         metric = f"{r['metric']:.4f}" + (f" ± {r['metric_std']:.4f}" if r["runs"] > 1 else "")
-        cells = [r["name"], metric + (_rel(r["metric"], b["metric"]) if b is not r else ""),
-                 f"{r['samples_per_s']:.2f}" + (_rel(r["samples_per_s"], b["samples_per_s"]) if b is not r else ""),
-                 f"{r['items_per_s']:,.0f}",
-                 f"{r['time_per_epoch_s']:.1f} s",
-                 _mib(r["model_bytes"]) + (_rel(r["model_bytes"], b["model_bytes"]) if b is not r else ""),
-                 _mib(r["peak_bytes"]) + (_rel(r["peak_bytes"], b["peak_bytes"]) if b is not r else ""),
-                 f"{r['params']:,}" + (_rel(r["params"], b["params"]) if b is not r else ""),
-                 f"{r['trainable']:,}", str(r["steps"])] + [str(v) for v in r["extra"]]
-        if any(x["runs"] > 1 for x in rows):
+        cells = [r["name"]] + ([r["task"], r["metric_key"] + (" ↑" if r["higher_is_better"] else " ↓")] if multi_task else []) + [
+            metric + rel("metric"),
+            f"{r['samples_per_s']:.2f}" + rel("samples_per_s"),
+            f"{r['items_per_s']:,.0f}",
+            f"{r['time_per_epoch_s']:.1f} s",
+            _mib(r["model_bytes"]) + rel("model_bytes"),
+            _mib(r["peak_bytes"]) + rel("peak_bytes"),
+            f"{r['params']:,}" + rel("params"),
+            f"{r['trainable']:,}", str(r["steps"])] + [str(v) for v in r["extra"]]
+        if seeds:
             cells.insert(1, str(r["runs"]))
         lines.append("| " + " | ".join(cells) + " |")
-    better = "higher" if rows[0]["higher_is_better"] else "lower"
-    lines += ["", f"Final metric: {rows[0]['metric_name']} ({better} is better). Samples/s count training only "
+    if multi_task:
+        what = "Final metric: the mean of the last validations of each run's metric (↑ higher is better, ↓ lower is better)."
+    else:
+        better = "higher" if rows[0]["higher_is_better"] else "lower"
+        what = f"Final metric: {rows[0]['metric_name']} ({better} is better)."
+    lines += ["", what + " Samples/s count training only "
               f"(validation excluded). Peak memory: {rows[0]['peak_kind']}. Model memory: parameters + buffers. "
-              "Parameters: every distinct tensor once (tied embeddings counted once).", ""]
+              "Parameters: every distinct tensor once (tied embeddings counted once)." + (" ± is the standard deviation over seeds." if seeds else ""), ""]
+    if study.get("pivot"):
+        lines += _pivot(rows)
 
     plots = _plots(study_dir, runs)
     lines += ["## Curves", ""] + [f"![{p}]({p})" for p in plots] + ["", "Data: `curves.csv`.", ""]

@@ -28,6 +28,7 @@ class StudyConfig:
     columns: list[str] = dataclasses.field(default_factory=list)  # extra config keys in the table
     baseline: str = ""  # run the relative % compare against ("" = the other run, or the first)
     title: str = ""
+    pivot: bool = False  # runs named COLUMN-ROW (fpt-bit_xor): add a ROW × COLUMN table of the final metric
 
 
 def study_config(merged: dict) -> StudyConfig:
