@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab-size", type=int, default=50257, help="vocabulary where a config says 0 (= from the tokenizer)")
     p.add_argument("--num-classes", type=int, default=10, help="classes where an image config says 0 (= from the task)")
     p.add_argument("--reference", action="store_true", help="also measure the off-the-shelf implementation, same process and inputs")
+    p.add_argument("--reference-dtype", choices=["fp32", "same"], default="fp32",
+                   help="the reference's precision: fp32 (as its users run it) or the same autocast as --dtype")
     p.add_argument("--no-inference", action="store_true", help="skip the inference measurement")
     p.add_argument("--sweep", nargs=2, metavar=("KEY", "VALUES"), help="seq-len | image-size | batch-size and comma-separated values")
     p.add_argument("--max-batch", action="store_true", help="find the largest batch that fits (per sweep point) and measure at it")
@@ -196,7 +198,7 @@ def measure_point(spec, args, budget: int, sweep_field: str | None) -> dict[str,
             return failed(found["error"], found.get("error_kind"))
         spec = dataclasses.replace(spec, batch_size=found["max_batch"])
         print(f"{label}: largest batch that fits: {found['max_batch']}" + (" (limit reached)" if found["limit_reached"] else ""), flush=True)
-    row = run_job_somewhere({"kind": "bench", "spec": dataclasses.asdict(spec), "reference": args.reference}, args.in_process)
+    row = run_job_somewhere({"kind": "bench", "spec": dataclasses.asdict(spec), "reference": args.reference, "reference_dtype": args.reference_dtype}, args.in_process)
     if "error" in row:
         return failed(row["error"], row.get("error_kind"))
     if found is not None:

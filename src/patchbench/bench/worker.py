@@ -48,12 +48,13 @@ def _run(job: dict[str, Any], spec: BenchSpec) -> dict[str, Any]:
         raise ConfigError(f"bench job kind {job['kind']!r}; valid: bench, max_batch")
     row = bench_model(spec)
     if job.get("reference"):
-        row["reference"] = reference_row(spec, row)
+        row["reference"] = reference_row(spec, row, same_dtype=job.get("reference_dtype") == "same")
     return row
 
 
-def reference_row(spec: BenchSpec, ours: dict[str, Any]) -> dict[str, Any]:
-    """The reference measured in this process on the same inputs, plus ours ÷ reference ratios."""
+def reference_row(spec: BenchSpec, ours: dict[str, Any], same_dtype: bool = False) -> dict[str, Any]:
+    """The reference measured in this process on the same inputs, plus ours ÷ reference ratios.
+    same_dtype: run it under the same autocast dtype as ours (default: fp32, as its users run it)."""
     from patchbench.bench.reference import build_reference
 
     device = resolve_device(spec.device)
@@ -61,6 +62,8 @@ def reference_row(spec: BenchSpec, ours: dict[str, Any]) -> dict[str, Any]:
     ref, desc, same_weights = build_reference(spec.model, subject.model, subject.config, subject.modality)
     if ref is None:
         return {"name": None, "why": desc}
+    if same_dtype and spec.dtype != "fp32":
+        desc = desc.replace("fp32", spec.dtype)
     out: dict[str, Any] = {"name": desc, "max_abs_diff": None}
     if same_weights:  # check it computes the same function
         x = subject.x[: min(2, len(subject.x))]
@@ -72,13 +75,14 @@ def reference_row(spec: BenchSpec, ours: dict[str, Any]) -> dict[str, Any]:
     del subject
     release_memory(device)
     try:
-        row = measure(ref_subject, device, dtype="fp32", compile=False, channels_last=False, warmup=spec.warmup,
+        ref_dtype = spec.dtype if same_dtype else "fp32"
+        row = measure(ref_subject, device, dtype=ref_dtype, compile=False, channels_last=False, warmup=spec.warmup,
                       steps=spec.steps, windows=spec.windows, inference=spec.inference, fused_adamw=False)
     except torch.OutOfMemoryError:  # e.g. the seed's full readout at a batch patchbench's PACING fits
         del ref_subject
         release_memory(device)
         return {**out, "name": None, "why": f"{desc}: out of memory at batch {spec.batch_size}"}
-    add_mfu(row, ours.get("peak_flops") if spec.dtype == "fp32" else None)
+    add_mfu(row, ours.get("peak_flops") if spec.dtype == ref_dtype else None)
     out.update(row)
     out["train_speedup"] = ours["train_samples_per_s"] / row["train_samples_per_s"]
     if spec.inference:
