@@ -104,3 +104,22 @@ def test_vocab_mismatch_with_tokenizer(corpus):
     task = NextTokenTask(cfg)
     with pytest.raises(ConfigError, match=r"model\.vocab_size: 100 is smaller than the tokenizer's"):
         task.prepare(cfg.model)
+
+
+def test_sampling_always_feeds_a_full_window(corpus):
+    import torch
+
+    from patchbench.tasks.next_token import sample_text
+
+    task = _task(corpus)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return torch.zeros(1, task.tokenizer.get_vocab_size())
+
+    text = sample_text(Recorder(), task.tokenizer, torch.device("cpu"), "Love", 5, 50, 43, task.data.context,
+                       [int(t) for t in task.tokens[:task.data.context]])
+    assert text.startswith("Love") and len(seen) == 5
+    assert all(shape == (1, task.data.context) for shape in seen)

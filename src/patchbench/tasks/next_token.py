@@ -137,18 +137,21 @@ class NextTokenTask(Task):
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
     def sample(self, model, device, prompt: str, tokens: int, top_k: int, seed: int) -> str:
-        return sample_text(model, self.tokenizer, device, prompt, tokens, top_k, seed, self.data.context, self.eot_id)
+        # Prime with held-out text so every step sees a full window: under the last-token objective a
+        # model is only trained to predict from a full window (GPT-2 at position context-1).
+        prime = [int(t) for t in self.tokens[self.val_starts[0]:self.val_starts[0] + self.data.context]]
+        return sample_text(model, self.tokenizer, device, prompt, tokens, top_k, seed, self.data.context, prime)
 
 
 @torch.no_grad()
-def sample_text(model, tokenizer, device, prompt: str, tokens: int, top_k: int, seed: int, context: int, eot_id) -> str:
-    """Top-k sampling of `tokens` new tokens; the window slides over the last `context` tokens."""
+def sample_text(model, tokenizer, device, prompt: str, tokens: int, top_k: int, seed: int, context: int, prime: list[int]) -> str:
+    """Top-k sampling of `tokens` new tokens after `prompt`; the window slides over the last `context`
+    tokens and is filled up front with `prime` (held-out text) where the prompt is shorter."""
     ids = tokenizer.encode(prompt).ids if prompt else []
-    if not ids:
-        ids = [eot_id if eot_id is not None else 0]
+    seq = prime[-max(context - len(ids), 0):] + ids if len(ids) < context else list(ids)
+    start = len(seq)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     model.eval()
-    seq = list(ids)
     for _ in range(tokens):
         x = torch.tensor([seq[-context:]], dtype=torch.long, device=device)
         logits = model(x).float()[0].cpu()  # (V,)
@@ -156,8 +159,7 @@ def sample_text(model, tokenizer, device, prompt: str, tokens: int, top_k: int, 
         vals, idx = torch.topk(logits, k)
         probs = torch.softmax(vals, dim=-1)
         seq.append(int(idx[torch.multinomial(probs, 1, generator=gen)]))
-    new = seq[len(ids):] if prompt else seq[1:]
-    return prompt + tokenizer.decode(new)
+    return prompt + tokenizer.decode(seq[start:])
 
 
 @register_task("next_token", data_config=TextDataConfig, modality="tokens")
