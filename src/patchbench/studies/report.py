@@ -188,13 +188,16 @@ def write_report(study_dir: Path) -> Path:
         })
 
     for r, members in zip(rows, groups.values()):
-        r["task"] = members[0]["task"]
+        data = members[0]["_config"].get("data") or {}
+        dataset = data.get("dataset") if isinstance(data, dict) else None
+        r["task"] = members[0]["task"] + (f" ({dataset})" if dataset else "")
         r["metric_key"] = members[0]["final_metric_name"].rsplit(" ", 1)[-1]  # e.g. val_accuracy
-    multi_task = len({(r["task"], r["metric_key"]) for r in rows}) > 1
+        r["_same"] = (members[0]["task"], json.dumps(data, sort_keys=True, default=str), r["metric_key"])
+    multi_task = len({r["_same"] for r in rows}) > 1
 
     def base_for(row):
-        """Relative figures only between runs of the same task and metric."""
-        same = [r for r in rows if (r["task"], r["metric_key"]) == (row["task"], row["metric_key"])]
+        """Relative figures only between runs of the same task, data and metric."""
+        same = [r for r in rows if r["_same"] == row["_same"]]
         if baseline:
             b = next(r for r in rows if r["name"] == baseline)
             return b if b in same else row
@@ -208,7 +211,7 @@ def write_report(study_dir: Path) -> Path:
         lines += [spec["description"].strip(), ""]
     against = ("`" + baseline + "`") if baseline else ("the other model" if len(rows) == 2 else "the first run of the same task")
     lines += [f"Preset `{spec.get('preset', 'default')}`; device {rows[0]['device']}, precision {rows[0]['precision']}. "
-              f"Relative figures: each row against {against}, (a - b) / b" + (", only between runs of the same task and metric." if multi_task else "."), ""]
+              f"Relative figures: each row against {against}, (a - b) / b" + (", only between runs of the same task, data and metric." if multi_task else "."), ""]
     head = ["run"] + (["task", "metric"] if multi_task else []) + ["final metric", "train samples/s", "train items/s", "time / epoch",
                                                                   "model memory", "peak memory", "parameters", "trainable", "steps"] + columns
     seeds = any(r["runs"] > 1 for r in rows)
