@@ -54,3 +54,16 @@ def test_pacing_pools_positions_when_they_do_not_divide_the_width():
 def test_pacing_invalid_patch_is_a_config_error():
     with pytest.raises(ConfigError, match="model.patch"):
         create_model("pacing", n_positions=64, patch=6)
+
+
+def test_params_command_counts_the_full_preset_on_meta(capsys):
+    from pathlib import Path
+
+    from patchbench.cli import main
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "pacing_vs_gpt2.yaml")
+    assert main(["params", recipe, "--preset", "full"]) == 0
+    out = capsys.readouterr().out
+    assert "123,830,016 parameters" in out and "124,439,808 parameters" in out and "-0.49%" in out
+    assert main(["params", recipe, "--preset", "cpu"]) == 2  # vocab from the tokenizer: a clear error
+    assert "depends on the data" in capsys.readouterr().err

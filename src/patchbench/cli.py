@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="models, tasks and recipes")
 
+    pc = sub.add_parser("params", help="parameter counts of a recipe's runs, built on the meta device (no memory, no data)")
+    pc.add_argument("recipe")
+    pc.add_argument("overrides", nargs="*")
+    pc.add_argument("--preset")
+
     dt = sub.add_parser("data", help="make data sets")
     dsub = dt.add_subparsers(dest="data_cmd", required=True)
     sp = dsub.add_parser("speech-synth", help="a Speech-Commands-layout folder spoken by espeak-ng in many voices")
@@ -190,6 +195,28 @@ def cmd_data(args) -> int:
     return 0
 
 
+def cmd_params(args) -> int:
+    """Counts on the meta device, so the full presets can be checked on any machine."""
+    import torch
+
+    from patchbench import registry
+    from patchbench.config import ConfigError, expand_runs, load_recipe, resolve_recipe
+    from patchbench.models.base import count_params
+
+    runs = expand_runs(resolve_recipe(load_recipe(args.recipe), args.preset, args.overrides, args.recipe))
+    rows = []
+    for cfg in runs:
+        if getattr(cfg.model, "vocab_size", None) == 0 or getattr(cfg.model, "num_classes", None) == 0:
+            raise ConfigError(f"run {cfg.name!r}: model size depends on the data (vocab_size/num_classes 0); set it, e.g. runs.{cfg.name}.model.vocab_size=50257")
+        with torch.device("meta"):
+            counts = count_params(registry.create_model(cfg.model))
+        rows.append((cfg.name, cfg.model.name, counts["total"], counts["trainable"]))
+    base = rows[-1][2] if len(rows) == 2 else rows[0][2]
+    for name, model, total, trainable in rows:
+        print(f"{name:<20} {model:<12} {total:>14,} parameters ({trainable:,} trainable) {100 * (total - base) / base:+.2f}%")
+    return 0
+
+
 def cmd_list(args) -> int:
     from patchbench import registry
 
@@ -223,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = list(args.overrides) + extra
-    handlers = {"train": cmd_train, "study": cmd_study, "report": cmd_report, "sample": cmd_sample, "list": cmd_list, "match": cmd_match, "data": cmd_data}
+    handlers = {"train": cmd_train, "study": cmd_study, "report": cmd_report, "sample": cmd_sample, "list": cmd_list, "match": cmd_match, "data": cmd_data, "params": cmd_params}
     try:
         if args.cmd == "bench":
             from patchbench.bench.cli import run as run_bench
