@@ -245,7 +245,8 @@ def write_report(study_dir: Path) -> Path:
         what = f"Final metric: {rows[0]['metric_name']} ({better} is better)."
     lines += ["", what + " Samples/s count training only "
               f"(validation excluded). Peak memory: {rows[0]['peak_kind']}. Model memory: parameters + buffers. "
-              "Parameters: every distinct tensor once (tied embeddings counted once)." + (" ± is the standard deviation over seeds." if seeds else ""), ""]
+              "Parameters: every distinct tensor once (tied embeddings counted once). Time / epoch: training time for one "
+              "epoch of the run's examples (extrapolated from the steps run when a run stops short of an epoch)." + (" ± is the standard deviation over seeds." if seeds else ""), ""]
     if study.get("pivot"):
         lines += _pivot(rows)
 
