@@ -13,12 +13,11 @@ import sys
 
 import pytest
 import torch
+import transformers
 
 from patchbench import registry
 from patchbench.config import ConfigError
 from patchbench.models import fpt as fpt_mod
-
-import transformers  # noqa: E402
 
 W = 16  # width of the tiny bodies
 

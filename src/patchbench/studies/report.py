@@ -10,6 +10,7 @@ import base64
 import csv
 import html
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -62,7 +63,7 @@ def _mib(b: float | None) -> str:
 
 
 def _rel(value: float, base: float) -> str:
-    if base in (0, None) or value != value or base != base:
+    if base in (0, None) or value is None or math.isnan(value) or math.isnan(base):
         return ""
     return f" ({100 * (value - base) / base:+.1f}%)"
 
@@ -222,7 +223,7 @@ def write_report(study_dir: Path) -> Path:
     for r in rows:
         b = base_for(r)
 
-        def rel(key):
+        def rel(key, r=r, b=b):
             return _rel(r[key], b[key]) if b is not r else ""
 
         metric = f"{r['metric']:.4f}" + (f" ± {r['metric_std']:.4f}" if r["runs"] > 1 else "")

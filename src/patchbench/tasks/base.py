@@ -13,14 +13,16 @@ engine's business, not each task's.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 
-class Task:
+class Task(ABC):
     objectives: tuple[str, ...] = ()
     objective: str = ""
     primary_metric: str = "val_loss"  # lower is better unless higher_is_better
@@ -34,14 +36,17 @@ class Task:
     def check_model(self, model: nn.Module) -> None:
         """Raise ConfigError if the model cannot serve this task's objective."""
 
+    @abstractmethod
     def batches(self, index_batches: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def train_loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def evaluate(self, model: nn.Module, device: torch.device, autocast) -> dict[str, float]:
-        raise NotImplementedError
+        ...
 
     def items_per_example(self) -> int:
         """Tokens per example for tokens/s (1 for images)."""

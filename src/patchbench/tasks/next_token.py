@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from torch import nn
 from patchbench.config import ConfigError
 from patchbench.data.text import EOT, encode_cached, load_tokenizer, read_corpus
 from patchbench.registry import register_task
-from patchbench.tasks.base import Task, to_device
+from patchbench.tasks.base import Task
 
 
 def default_cache_dir() -> str:
@@ -129,9 +130,9 @@ class NextTokenTask(Task):
 
     def describe(self) -> dict[str, Any]:
         return {
-            "corpus": self.data.corpus, "tokens": int(len(self.tokens)),
+            "corpus": self.data.corpus, "tokens": len(self.tokens),
             "tokenizer_vocab": self.tokenizer.get_vocab_size(), "train_windows": int(self.num_train),
-            "val_windows": int(len(self.val_starts)), "context": self.data.context, "objective": self.objective,
+            "val_windows": len(self.val_starts), "context": self.data.context, "objective": self.objective,
         }
 
     # ---------------------------------------------------------------- sampling

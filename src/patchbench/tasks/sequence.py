@@ -18,6 +18,7 @@ test_steps_per_iter: 0 scores the whole held-out split every time.
 from __future__ import annotations
 
 import dataclasses
+from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -100,13 +101,13 @@ class SequenceTask(Task):
         self.higher_is_better = kind != "regress"
 
     # ---------------------------------------------------------------- subclass interface
+    @abstractmethod
     def example(self, split: int, i: int) -> tuple[np.ndarray, Any]:
         """x: (N, F) float32 or (N,) int64 ids; y: class, bit vector or number."""
-        raise NotImplementedError
 
+    @abstractmethod
     def io(self) -> dict[str, Any]:
         """input_kind, input_dim | vocab_size, output_dim, out_tokens for fill_io."""
-        raise NotImplementedError
 
     # ---------------------------------------------------------------- model <-> data
     def prepare(self, model_cfg: Any) -> Any:
