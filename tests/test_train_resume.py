@@ -34,6 +34,9 @@ def test_resume_reproduces_the_uninterrupted_curve(recipe, tmp_path, run, capsys
     assert main(["train", str(recipe), "--run", run, "--out", str(parts), "--resume"]) == 0
 
     assert _curve(parts) == _curve(full)  # bitwise: same losses at every step
+    before = (parts / "summary.json").read_text()
+    assert main(["train", str(recipe), "--run", run, "--out", str(parts), "--resume"]) == 0  # finished: kept as is
+    assert (parts / "summary.json").read_text() == before
     s_full = json.loads((full / "summary.json").read_text())
     s_parts = json.loads((parts / "summary.json").read_text())
     assert s_parts["final_metric"] == s_full["final_metric"] and s_parts["resumed"] is True

@@ -107,6 +107,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
     info = D.init_from_env(device.type)
     if device.type == "cuda" and info.enabled:
         device = torch.device("cuda", info.local_rank)
+    if resume and (run_dir / "summary.json").is_file():  # finished: nothing to resume, keep its figures
+        print(f"[{cfg.name}] {run_dir} already finished; nothing to resume", flush=True)
+        return json.loads((run_dir / "summary.json").read_text())
     if info.is_main:
         check_writable(run_dir)
         if not resume and (run_dir / "checkpoints").exists():
