@@ -1,7 +1,8 @@
 """One run: build task + model, train with one flat loop, validate, checkpoint, measure, summarise.
 
     RUN_DIR/config.yaml        resolved config (re-creates the run)
-    RUN_DIR/metrics.jsonl      {"step", "train_loss", "lr"} per optimizer step; {"step", "val_loss", ...} per validation
+    RUN_DIR/metrics.jsonl      {"step", "train_loss", "lr"} per optimizer step; {"step", "val_loss", ..., "train_time_s",
+                               "train_examples_per_s", peak memory} per validation (every epoch in the image recipes)
     RUN_DIR/tb/                TensorBoard events
     RUN_DIR/checkpoints/       safetensors + state, atomic (see checkpoint.py)
     RUN_DIR/best/              weights of the lowest validation loss (train.keep_best)
@@ -215,6 +216,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
     reset_peak(device)
     pending: list[tuple[int, torch.Tensor, float]] = []  # (step, loss on device, lr): flushed at sync points
     train_time, examples, seg_start = prior_train_time, 0, time.perf_counter()
+    seg_examples, seg_time = 0, prior_train_time  # throughput between validations
     step = start_step
     for step in range(start_step + 1, stop_at + 1):
         loss_sum = torch.zeros((), device=device)
@@ -250,7 +252,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
             val = task.evaluate(raw_model, device, autocast)
             val_history.append(val[metric])
             last_val_loss = val["val_loss"]
-            rows.append({"step": step, **val})
+            rate = (examples - seg_examples) / max(train_time - seg_time, 1e-9)  # since the last validation
+            rows.append({"step": step, **val, "train_time_s": train_time, "train_examples_per_s": rate,
+                         **{f"{k}_bytes": v for k, v in peak_memory_bytes(device).items()}})
+            seg_examples, seg_time = examples, train_time
             if tc.keep_best and info.is_main and val["val_loss"] < best_val:  # best checkpoint by validation loss
                 best_val = val["val_loss"]
                 save_weights(run_dir / "best", raw_model, {"step": step, "val_loss": best_val, **expect})
