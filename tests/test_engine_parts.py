@@ -82,3 +82,17 @@ def test_list_shows_models_tasks_and_recipes(capsys):
     out = capsys.readouterr().out
     for word in ("gpt2", "pacing", "convmixer", "fpt", "next_token", "bit_xor", "pacing_vs_gpt2", "fpt_questions"):
         assert word in out
+
+
+@pytest.mark.parametrize("form", [["--nproc", "3"], ["--nproc=3"]])
+def test_nproc_relaunches_the_same_command_under_torchrun(monkeypatch, form):
+    import subprocess
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert main(["train", "r.yaml", *form, "--run", "gpt2", "train.max_steps=2"]) == 0
+    (cmd,) = calls
+    assert cmd[cmd.index("torch.distributed.run") + 2] == "--nproc-per-node=3"
+    assert cmd[-6:] == ["patchbench", "train", "r.yaml", "--run", "gpt2", "train.max_steps=2"]
+    assert not any(a.startswith("--nproc=") or a == "--nproc" for a in cmd)

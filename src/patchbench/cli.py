@@ -90,7 +90,7 @@ def cmd_train(args) -> int:
     from patchbench.config import ConfigError, expand_runs, load_recipe, resolve_recipe
 
     if args.nproc and "LOCAL_RANK" not in os.environ:
-        return _launch_torchrun(args.nproc)
+        return _launch_torchrun(args.nproc, args.raw_argv)
     merged = resolve_recipe(load_recipe(args.recipe), args.preset, args.overrides, args.recipe)
     runs = expand_runs(merged)
     if args.run:
@@ -124,12 +124,19 @@ def _dry_run(cfg) -> int:
     return 0
 
 
-def _launch_torchrun(n: int) -> int:
+def _launch_torchrun(n: int, raw: list[str]) -> int:
+    """Re-run this very command under torchrun, without --nproc (given as `--nproc N` or `--nproc=N`)."""
     import subprocess
 
-    argv = [a for a in sys.argv[1:]]
-    i = argv.index("--nproc")
-    del argv[i:i + 2]
+    argv, skip = [], False
+    for a in raw:
+        if skip or a.startswith("--nproc="):
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        argv.append(a)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", "-m", "patchbench", *argv]
     return subprocess.call(cmd)
 
@@ -243,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     from patchbench.engine.checkpoint import CheckpointError
 
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(raw)
+    args.raw_argv = raw
     # key=value overrides may come after options (argparse stops collecting positionals at an option)
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
     if stray or (extra and not hasattr(args, "overrides")):

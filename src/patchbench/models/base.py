@@ -18,12 +18,8 @@ from torch import nn
 
 
 def count_params(model: nn.Module) -> dict[str, int]:
-    seen: set[int] = set()
     total = trainable = 0
-    for p in model.parameters():  # .parameters() already de-duplicates tied tensors
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
+    for p in model.parameters():  # .parameters() yields a tied tensor once
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
     return {"total": total, "trainable": trainable}

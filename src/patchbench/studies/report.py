@@ -260,7 +260,7 @@ def write_report(study_dir: Path) -> Path:
             lines += [f"### {name}", "", "```", text.strip(), "```", ""]
     md = "\n".join(lines)
 
-    save_json([{k: v for k, v in r.items() if k != "samples"} for r in rows], study_dir / "results.json")
+    save_json([{k: v for k, v in r.items() if k != "samples" and not k.startswith("_")} for r in rows], study_dir / "results.json")
     _write_html(study_dir, title, md, plots)
     tmp = study_dir / "report.md.tmp"
     tmp.write_text(md)

@@ -30,6 +30,15 @@ class Task(ABC):
 
     num_train: int = 0
 
+    def resolve_objective(self, cfg) -> str:
+        """cfg.task.objective, or the task's first (default) objective; anything else is a ConfigError."""
+        from patchbench.config import ConfigError
+
+        objective = cfg.task.objective or self.objectives[0]
+        if objective not in self.objectives:
+            raise ConfigError(f"task.objective: {objective!r}; valid objectives for {cfg.task.name}: {', '.join(self.objectives)}")
+        return objective
+
     def prepare(self, model_cfg: Any) -> Any:
         return model_cfg
 

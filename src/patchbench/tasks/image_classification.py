@@ -85,9 +85,7 @@ class ImageClassificationTask(Task):
     def __init__(self, cfg):
         d: ImageDataConfig = cfg.data
         self.cfg, self.data = cfg, d
-        self.objective = cfg.task.objective or "classification"
-        if self.objective not in self.objectives:
-            raise ConfigError(f"task.objective: {self.objective!r}; valid objectives: {', '.join(self.objectives)}")
+        self.objective = self.resolve_objective(cfg)
         self.fallback_note = ""
         try:
             raw = self._read(d.dataset, d.path)

@@ -57,9 +57,7 @@ class NextTokenTask(Task):
     def __init__(self, cfg):
         d: TextDataConfig = cfg.data
         self.cfg, self.data = cfg, d
-        self.objective = cfg.task.objective or "last_token"
-        if self.objective not in self.objectives:
-            raise ConfigError(f"task.objective: {self.objective!r}; valid objectives: {', '.join(self.objectives)}")
+        self.objective = self.resolve_objective(cfg)
         cache = Path(d.cache_dir or default_cache_dir()).expanduser()
         text = read_corpus(d.corpus)
         self.tokenizer, key = load_tokenizer(d.tokenizer, text, d.vocab_size, cache, d.download)

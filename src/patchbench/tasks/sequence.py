@@ -90,9 +90,7 @@ class SequenceTask(Task):
 
     def __init__(self, cfg):
         self.cfg, self.data = cfg, cfg.data
-        self.objective = cfg.task.objective or self.objectives[0]
-        if self.objective not in self.objectives:
-            raise ConfigError(f"task.objective: {self.objective!r}; valid objectives for {cfg.task.name}: {', '.join(self.objectives)}")
+        self.objective = self.resolve_objective(cfg)
         self.set_kind(self.kind)
 
     def set_kind(self, kind: str) -> None:
