@@ -74,6 +74,7 @@ class TrainConfig:
     progress: bool = True
     sample_tokens: int = 64  # tokens sampled into the report after training (text tasks)
     sample_prompt: str = ""
+    sample_method: str = "softmax"  # softmax (top-k by probability) | seed (PACING's inference.py: uniform over the top k)
 
 
 @dataclass

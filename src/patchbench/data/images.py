@@ -466,3 +466,64 @@ def _cache_save(cache_dir: Path, key: str, images: np.ndarray, keep: list[int], 
     except OSError as e:
         print(f"data: could not cache decoded images in {cache_dir} ({e.strerror}); decoding again next time", file=sys.stderr)
 
+
+
+# --------------------------------------------------------------------------------------------------
+# CIFAR-10 as kzl/universal-computation trained it (datasets/cifar10.py, data_aug=True)
+#
+#   train: ToTensor -> RandomCrop(32, padding=4) -> RandomHorizontalFlip -> RandomRotation(20) -> Normalize
+#   test:  ToTensor -> Normalize
+#
+# with kzl's constants: mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010) (the widely copied
+# CIFAR-10 std, not the exact per-pixel std of 0.247/0.243/0.261). torchvision's defaults apply: the crop
+# pads with zeros, the rotation angle is uniform in [-20, 20] degrees, nearest-neighbour, zero fill.
+# The random draws come from a numpy generator the caller seeds, so a batch's pixels are reproducible.
+
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+KZL_CROP_PAD = 4
+KZL_ROTATE = 20.0
+TRANSFORMS = ("auto", "kzl", "none")
+
+
+def resolve_transform(choice: str, dataset: str) -> str:
+    """data.transform: auto -> kzl for CIFAR-10 (what the seeds measured), none for everything else."""
+    if choice not in TRANSFORMS:
+        raise ConfigError(f"data.transform: {choice!r}; valid: {', '.join(TRANSFORMS)} (auto = kzl for cifar10, none otherwise)")
+    if choice == "auto":
+        return "kzl" if dataset == "cifar10" else "none"
+    return choice
+
+
+def cifar_normalize(x):
+    """(B, 3, H, W) in [0, 1] -> (x - mean) / std per channel, kzl's constants."""
+    import torch
+
+    if x.shape[1] != 3:
+        raise ConfigError(f"data.transform: kzl normalises 3-channel CIFAR images; these have {x.shape[1]} channel(s); set data.transform=none")
+    mean = torch.tensor(CIFAR_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR_STD, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def kzl_augment(x, rng: np.random.Generator):
+    """(B, C, H, W) in [0, 1] -> the same shape: per image a zero-padded random crop, a flip with
+    p = 1/2 and a rotation uniform in ±20° (nearest, zero fill), in kzl's order. Not normalised."""
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    B, _, H, W = x.shape
+    p = KZL_CROP_PAD
+    padded = torch.nn.functional.pad(x, (p, p, p, p))  # (B, C, H+2p, W+2p), zeros
+    tops = rng.integers(0, 2 * p + 1, size=B)
+    lefts = rng.integers(0, 2 * p + 1, size=B)
+    flips = rng.random(B) < 0.5
+    angles = rng.uniform(-KZL_ROTATE, KZL_ROTATE, size=B)
+    out = torch.empty_like(x)
+    for i in range(B):
+        img = padded[i, :, tops[i]:tops[i] + H, lefts[i]:lefts[i] + W]  # (C, H, W)
+        if flips[i]:
+            img = img.flip(-1)
+        out[i] = TF.rotate(img, float(angles[i]), interpolation=InterpolationMode.NEAREST, fill=0.0)
+    return out

@@ -7,6 +7,7 @@ Held-out data never repeats a training input: the input space is cut in two by a
 input's content (a fixed `test_fraction` of all possible inputs is test-only), and each split draws
 only inputs on its own side. The seed drew train and test batches from the same distribution, so for
 small inputs (Bit-XOR with 5 bits has 1,024 possible inputs) its test batches repeated training inputs.
+test_fraction = 0 restores that: both splits draw from the whole input space (independent streams).
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ def test_side(x: np.ndarray, fraction: float) -> bool:
     return int.from_bytes(digest, "little") / 2.0**64 < fraction
 
 
+def validate_fraction(fraction: float, key: str = "data.test_fraction") -> None:
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"{key}: {fraction} must be in [0, 1); 0 = no held-out part of the input space (train and test drawn from all of it, as the seeds did)")
+
+
 def draw(make: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]], seed: int, split: int, index: int,
          fraction: float, what: str) -> tuple[np.ndarray, np.ndarray]:
     """Example `index` of `split`: the first draw of `make` whose input lies on the split's side."""
     rng = np.random.default_rng([seed, split, index])
+    if fraction <= 0.0:  # the seeds: no held-out cut
+        return make(rng)
     for _ in range(MAX_TRIES):
         x, y = make(rng)
         if test_side(x, fraction) == (split == TEST):

@@ -6,8 +6,11 @@
 
 Each string is cut into tokens of patch_size bits: (patterns [+1], n) -> (tokens, patch_size). The
 model reads the last n / patch_size tokens, each predicting 2 logits per bit of its patch:
-(B, n/p, 2p) -> (B, n, 2). Accuracy is per bit. Examples are made on the fly from (data.seed, split,
-index); held-out inputs are a fixed hash-defined part of the input space (see data/synthetic.py).
+(B, n/p, 2p) -> (B, n, 2), trained with cross-entropy (kzl's loss, data.loss=ce). data.loss=bce_per_bit
+is dl-project's: one logit per bit, (B, n/p, p) -> (B, n), binary cross-entropy with logits, a bit
+predicted 1 when its logit is positive. Accuracy is per bit. Examples are made on the fly from
+(data.seed, split, index); held-out inputs are a fixed hash-defined part of the input space (see
+data/synthetic.py); data.test_fraction=0 draws both splits from the whole input space, as the seeds did.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from patchbench.data import synthetic
 from patchbench.registry import register_task
 from patchbench.tasks.sequence import HeldOutEval, SequenceTask
 
+BIT_LOSSES = ("ce", "bce_per_bit")
+
 
 @dataclass
 class BitXorData(HeldOutEval):
@@ -30,8 +35,9 @@ class BitXorData(HeldOutEval):
     patch_size: int = 5  # bits per token; must divide n
     train_size: int = 1_000_000  # training examples per epoch (made on the fly)
     test_size: int = 10_000  # held-out examples
-    test_fraction: float = 0.2  # share of the input space that only held-out examples use
+    test_fraction: float = 0.2  # share of the input space that only held-out examples use; 0 = none (the seeds)
     seed: int = 0  # data seed (the same data for every train.seed)
+    loss: str = "ce"  # ce (2 logits per bit, kzl) | bce_per_bit (1 logit per bit, dl-project)
 
     def validate(self) -> None:
         validate_bits(self, min_patterns=2)
@@ -44,8 +50,9 @@ class BitMemoryData(HeldOutEval):
     patch_size: int = 50  # bits per token; must divide n
     train_size: int = 1_000_000
     test_size: int = 10_000
-    test_fraction: float = 0.2
+    test_fraction: float = 0.2  # 0 = no held-out part of the input space (the seeds)
     seed: int = 0
+    loss: str = "ce"  # ce (2 logits per bit, kzl) | bce_per_bit (1 logit per bit)
 
     def validate(self) -> None:
         validate_bits(self, min_patterns=1)
@@ -62,8 +69,9 @@ def validate_bits(d, min_patterns: int) -> None:
         raise ConfigError(f"data.patch_size: {d.patch_size} does not divide data.n={d.n}; valid patch sizes: {', '.join(map(str, valid[:12]))}")
     if d.train_size < 1 or d.test_size < 1:
         raise ConfigError(f"data.train_size / data.test_size: must be at least 1, got {d.train_size} / {d.test_size}")
-    if not 0.0 < d.test_fraction < 1.0:
-        raise ConfigError(f"data.test_fraction: {d.test_fraction} must be between 0 and 1 (exclusive)")
+    synthetic.validate_fraction(d.test_fraction)
+    if d.loss not in BIT_LOSSES:
+        raise ConfigError(f"data.loss: {d.loss!r}; valid: {', '.join(BIT_LOSSES)}")
 
 
 class BitsTask(SequenceTask):
@@ -74,6 +82,7 @@ class BitsTask(SequenceTask):
         super().__init__(cfg)
         d = self.data
         self.memory = memory
+        self.bit_logits = 1 if d.loss == "bce_per_bit" else 2
         self.make = synthetic.bit_memory(d.n, d.patterns) if memory else synthetic.bit_xor(d.n, d.patterns)
         self.num_train, self.num_test, self.n_bits = d.train_size, d.test_size, d.n
         self.seq_len = (d.patterns + memory) * d.n // d.patch_size
@@ -85,7 +94,7 @@ class BitsTask(SequenceTask):
 
     def io(self) -> dict[str, Any]:
         p = self.data.patch_size
-        return {"input_kind": "continuous", "input_dim": p, "output_dim": 2 * p, "out_tokens": self.data.n // p}
+        return {"input_kind": "continuous", "input_dim": p, "output_dim": self.bit_logits * p, "out_tokens": self.data.n // p}
 
     def shorten_hint(self) -> str:
         return "use a larger data.patch_size"

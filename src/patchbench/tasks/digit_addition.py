@@ -34,7 +34,7 @@ class DigitAdditionData(HeldOutEval):
     n: int = 10  # digits per example
     train_size: int = 1_000_000  # training examples per epoch (made on the fly)
     test_size: int = 10_000
-    test_fraction: float = 0.2  # share of all digit strings that only held-out examples use
+    test_fraction: float = 0.2  # share of all digit strings that only held-out examples use; 0 = none (the seeds)
     seed: int = 0
     test_steps_per_iter: int = 50
 
@@ -44,8 +44,7 @@ class DigitAdditionData(HeldOutEval):
             raise ConfigError(f"data.n: must be at least 2 (one digit has nothing to add), got {self.n}")
         if self.train_size < 1 or self.test_size < 1:
             raise ConfigError(f"data.train_size / data.test_size: must be at least 1, got {self.train_size} / {self.test_size}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"data.test_fraction: {self.test_fraction} must be between 0 and 1 (exclusive)")
+        synthetic.validate_fraction(self.test_fraction)
 
 
 @dataclass

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from patchbench.config import ConfigError
-from patchbench.data.images import KINDS, DataMissing, RawDataset, Subset, read_dataset
+from patchbench.data.images import KINDS, DataMissing, RawDataset, Subset, cifar_normalize, kzl_augment, read_dataset, resolve_transform
 from patchbench.registry import register_task
 from patchbench.tasks.base import Task
 from patchbench.tasks.next_token import default_cache_dir
@@ -56,8 +56,12 @@ class ImageDataConfig:
     on_bad_image: str = "fail"  # an image file that cannot be decoded: fail (ConfigError) | skip (warn, count)
     cache_dir: str = ""  # decoded-image cache for folders; "" = $PATCHBENCH_CACHE or ~/.cache/patchbench
     cache: bool = True  # cache decoded image folders as .npy (memory-mapped on later runs)
+    transform: str = "auto"  # auto (kzl for cifar10, else none) | kzl (crop, flip, rotate 20; CIFAR mean/std) | none
 
     def validate(self) -> None:
+        if resolve_transform(self.transform, self.dataset) == "kzl" and (self.hflip or self.rotate):
+            raise ConfigError(f"data.hflip / data.rotate: the kzl transform (data.transform={self.transform}, for {self.dataset}) already crops, "
+                              "flips and rotates; set data.transform=none to use your own augmentation")
         for key in ("dataset", "fallback"):
             value = getattr(self, key)
             if value not in KINDS and not (key == "fallback" and value == ""):
@@ -99,6 +103,9 @@ class ImageClassificationTask(Task):
             self.kind = d.fallback
         self.raw = raw
         self.classes = raw.classes
+        self.transform = resolve_transform(d.transform, self.kind)  # of the dataset actually read (after a fallback)
+        if self.transform == "kzl" and raw.train.images.shape[-1] != 3:
+            raise ConfigError(f"data.transform: kzl is CIFAR-10's transform and needs 3-channel images; {self.kind} has {raw.train.images.shape[-1]}; set data.transform=none")
         self.train, self.val, self.val_from = self._split(raw)
         self.num_train = len(self.train)
         _, self.height, self.width, self.channels = self.train.shape
@@ -162,11 +169,15 @@ class ImageClassificationTask(Task):
             raise ConfigError(f"model.num_classes: the model predicts {n} classes but {self.kind} has {len(self.classes)}")
 
     # ---------------------------------------------------------------- batches
-    def to_tensor(self, images: np.ndarray) -> torch.Tensor:
-        """uint8 (B, H, W, C) -> float (B, C, H, W) in [0, 1]."""
-        return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+    def to_tensor(self, images: np.ndarray, normalize: bool = True) -> torch.Tensor:
+        """uint8 (B, H, W, C) -> float (B, C, H, W) in [0, 1], normalised with the CIFAR mean/std under kzl."""
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
+        return cifar_normalize(x) if normalize and self.transform == "kzl" else x
 
     def make_batch(self, ib: np.ndarray) -> dict[str, torch.Tensor]:
+        if self.transform == "kzl":  # augment in [0, 1], then normalise (kzl's order)
+            x = kzl_augment(self.to_tensor(self.train.images(ib), normalize=False), np.random.default_rng([self.cfg.train.seed, *map(int, ib)]))
+            return {"x": cifar_normalize(x), "y": torch.from_numpy(self.train.labels[ib])}
         x = self.to_tensor(self.train.images(ib))  # (B, C, H, W)
         if self.data.hflip or self.data.rotate:
             rng = np.random.default_rng([self.cfg.train.seed, *map(int, ib)])  # same batch -> same augmentation
@@ -238,6 +249,7 @@ class ImageClassificationTask(Task):
             "val_examples": len(self.val), "held_out": self.val_from,
             "image_size": f"{self.height}x{self.width}", "channels": self.channels,
             "augment": {"hflip": self.data.hflip, "rotate": self.data.rotate, "rotate_p": self.data.rotate_p},
+            "transform": self.transform,
             "bad_images_skipped": len(self.raw.bad_files), "ignored_files": self.raw.ignored_files,
         }
         if self.fallback_note:

@@ -7,6 +7,10 @@ region no training window touches (the seed's random_split let them overlap).
 objective:  last_token  (seed: loss on the single token after the window, for both models)
             causal_lm   (GPT-2 trained on every position)
 Validation always reports last-token loss (val_loss) so the two objectives compare.
+
+Sampling (train.sample_method): softmax draws from the softmax over the top-k logits; seed is the PACING
+seed's inference.py: the previous two tokens and the lone-space token (GPT-2 id 220, "Ġ") are pushed
+to logit -100, then one of the top k is drawn uniformly, whatever its logit.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from patchbench.config import ConfigError
 from patchbench.data.text import EOT, encode_cached, load_tokenizer, read_corpus
 from patchbench.registry import register_task
 from patchbench.tasks.base import Task
+
+SAMPLE_METHODS = ("softmax", "seed")
+SEED_SPACE_TOKEN = "Ġ"  # GPT-2's id 220, which the seed's sampler never emits
 
 
 def default_cache_dir() -> str:
@@ -58,6 +65,8 @@ class NextTokenTask(Task):
         d: TextDataConfig = cfg.data
         self.cfg, self.data = cfg, d
         self.objective = self.resolve_objective(cfg)
+        if cfg.train.sample_method not in SAMPLE_METHODS:
+            raise ConfigError(f"train.sample_method: {cfg.train.sample_method!r}; valid: {', '.join(SAMPLE_METHODS)}")
         cache = Path(d.cache_dir or default_cache_dir()).expanduser()
         text = read_corpus(d.corpus)
         self.tokenizer, key = load_tokenizer(d.tokenizer, text, d.vocab_size, cache, d.download)
@@ -139,24 +148,49 @@ class NextTokenTask(Task):
         # Prime with held-out text so every step sees a full window: under the last-token objective a
         # model is only trained to predict from a full window (GPT-2 at position context-1).
         prime = [int(t) for t in self.tokens[self.val_starts[0]:self.val_starts[0] + self.data.context]]
-        return sample_text(model, self.tokenizer, device, prompt, tokens, top_k, seed, self.data.context, prime)
+        return sample_text(model, self.tokenizer, device, prompt, tokens, top_k, seed, self.data.context, prime,
+                           self.cfg.train.sample_method)
+
+
+def top_k_choices(logits: torch.Tensor, top_k: int, method: str = "softmax", previous: list[int] | None = None,
+                  blocked: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(V,) logits -> (ids (k,), probabilities (k,)) of the candidates for the next token.
+
+    softmax: the top-k logits, weighted by their softmax.
+    seed:    the seed's sampler: the last two `previous` tokens and `blocked` get logit -100, then each of
+             the top k is equally likely, however peaked the logits are."""
+    logits = logits.float().clone()
+    if method == "seed":
+        for t in [*(previous or [])[-2:], blocked]:
+            if t is not None and 0 <= t < logits.numel():
+                logits[t] = -100.0
+    k = min(top_k, logits.numel()) if top_k > 0 else logits.numel()
+    vals, idx = torch.topk(logits, k)
+    return idx, (torch.full_like(vals, 1.0 / k) if method == "seed" else torch.softmax(vals, dim=-1))
+
+
+def next_token_probs(logits: torch.Tensor, top_k: int, method: str = "softmax", previous: list[int] | None = None,
+                     blocked: int | None = None) -> torch.Tensor:
+    """(V,) logits -> (V,) probability of each token being sampled next (0 outside the candidates)."""
+    idx, probs = top_k_choices(logits, top_k, method, previous, blocked)
+    return torch.zeros(logits.numel()).index_put_((idx,), probs)
 
 
 @torch.no_grad()
-def sample_text(model, tokenizer, device, prompt: str, tokens: int, top_k: int, seed: int, context: int, prime: list[int]) -> str:
+def sample_text(model, tokenizer, device, prompt: str, tokens: int, top_k: int, seed: int, context: int, prime: list[int],
+                method: str = "softmax") -> str:
     """Top-k sampling of `tokens` new tokens after `prompt`; the window slides over the last `context`
     tokens and is filled up front with `prime` (held-out text) where the prompt is shorter."""
     ids = tokenizer.encode(prompt).ids if prompt else []
     seq = prime[-max(context - len(ids), 0):] + ids if len(ids) < context else list(ids)
     start = len(seq)
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    blocked = tokenizer.token_to_id(SEED_SPACE_TOKEN)  # None when the vocabulary has no lone space
     model.eval()
     for _ in range(tokens):
         x = torch.tensor([seq[-context:]], dtype=torch.long, device=device)
         logits = model(x).float()[0].cpu()  # (V,)
-        k = min(top_k, logits.numel()) if top_k > 0 else logits.numel()
-        vals, idx = torch.topk(logits, k)
-        probs = torch.softmax(vals, dim=-1)
+        idx, probs = top_k_choices(logits, top_k, method, seq, blocked)  # (k,), (k,)
         seq.append(int(idx[torch.multinomial(probs, 1, generator=gen)]))
     return prompt + tokenizer.decode(seq[start:])
 

@@ -3,6 +3,7 @@
     kind       model output           target               loss   metrics (primary first)
     classify   (B, classes)           (B,) class           CE     val_accuracy (+ val_mae for sums, val_auroc for 2 classes)
     bits       (B, n/p, 2p) -> (B, n, 2)  (B, n) bits 0/1  CE     val_accuracy per bit
+               (B, n/p, p)  -> (B, n)     (bce_per_bit)    BCE    (one logit per bit, as dl-project)
     regress    (B, 1)                 (B,) a number        MSE    val_mae (+ val_mse), in the target's units
 
 Regression trains on the standardized target (y - mean) / std, so the output layer starts at the right
@@ -87,6 +88,7 @@ class SequenceTask(Task):
     report_mae = False  # classify over sums: also report |predicted - true|
     target_mean, target_std = 0.0, 1.0  # regress: standardization of the target
     n_bits = 0  # bits: bits per example
+    bit_logits = 2  # bits: 2 logits per bit with CE (kzl) | 1 logit per bit with BCE (dl-project)
 
     def __init__(self, cfg):
         self.cfg, self.data = cfg, cfg.data
@@ -149,6 +151,8 @@ class SequenceTask(Task):
     # ---------------------------------------------------------------- loss and metrics
     def _forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         out = model(batch["x"], batch.get("mask"))
+        if self.kind == "bits" and self.bit_logits == 1:
+            return out.reshape(out.shape[0], self.n_bits).float()  # (B, n)
         if self.kind == "bits":
             return out.reshape(out.shape[0], self.n_bits, 2).float()  # (B, n, 2)
         if self.kind == "regress":
@@ -158,6 +162,8 @@ class SequenceTask(Task):
     def _loss(self, out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         if self.kind == "regress":
             return F.mse_loss(out, (y - self.target_mean) / self.target_std, reduction=reduction)
+        if self.kind == "bits" and self.bit_logits == 1:
+            return F.binary_cross_entropy_with_logits(out, y.float(), reduction=reduction)
         if self.kind == "bits":
             return F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction=reduction)
         return F.cross_entropy(out, y, reduction=reduction)
@@ -193,7 +199,7 @@ class SequenceTask(Task):
                 sq_err += ((pred - y) ** 2).sum().item()
                 count += len(y)
                 continue
-            pred = out.argmax(-1)
+            pred = (out > 0).long() if self.kind == "bits" and self.bit_logits == 1 else out.argmax(-1)
             correct += (pred == y).sum().item()
             count += y.numel()
             if self.report_mae:
