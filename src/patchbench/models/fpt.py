@@ -28,6 +28,15 @@ ln and pos stay trainable and attn and ff follow freeze_trans: the seed's FPT. A
 but matches no parameter of the body is a ConfigError. A parameter shared by several modules (tied)
 is counted once and is frozen if any of its roles is frozen.
 
+V-FPT positions (`vfpt_positions`, ViT bodies only), because the seeds differ here:
+    pretrained      the ViT's own CLS is prepended and its position table (197 slots for ViT-B/16 at 224,
+                    so at most 196 tokens) is added, trainable like any position table (the default)
+    seed_kzl        kzl/universal-computation: no CLS, a fresh zero-initialised table of 1024 trainable
+                    positions (role pos), the last token read out (readout=last)
+    seed_dlproject  panpiort8/dl-project: a zero CLS and zero positions, both constant (never trained:
+                    the tokens carry no position at all), the CLS read out (readout=cls)
+Under the seed modes the ViT's own CLS and position table never run, so they are removed.
+
 Parts of the body that never run here are removed (the token table: inputs arrive as embeddings; the
 pooler; ViT's pixel patch projection), so parameter counts cover what runs.
 """
@@ -48,6 +57,8 @@ from patchbench.models.base import count_params
 from patchbench.registry import register_model
 
 ROLES = ("in", "pos", "ln", "attn", "ff", "other", "out")
+VFPT_POSITIONS = ("pretrained", "seed_kzl", "seed_dlproject")
+KZL_VIT_POSITIONS = 1024  # kzl's fresh position table
 ROLE_WORDS = {"pos": "position-embedding", "ln": "normalization", "attn": "attention", "ff": "feed-forward"}
 
 
@@ -65,9 +76,16 @@ class FPTConfig(SequenceIO):
     freeze_attn: bool | None = None  # null: = freeze_trans
     freeze_ff: bool | None = None  # null: = freeze_trans
     freeze_out: bool = False
+    vfpt_positions: str = "pretrained"  # ViT bodies: pretrained (its CLS + 197-slot table) | seed_kzl | seed_dlproject
 
     def validate(self) -> None:
         self.validate_io()
+        if self.vfpt_positions not in VFPT_POSITIONS:
+            raise ConfigError(f"model.vfpt_positions: {self.vfpt_positions!r}; valid: {', '.join(VFPT_POSITIONS)}")
+        if self.vfpt_positions == "seed_kzl" and self.readout != "last":
+            raise ConfigError("model.readout: vfpt_positions=seed_kzl has no CLS and reads the last token (kzl); set model.readout=last")
+        if self.vfpt_positions == "seed_dlproject" and self.readout != "cls":
+            raise ConfigError("model.readout: vfpt_positions=seed_dlproject reads its zero CLS token (dl-project); set model.readout=cls")
         if not self.body:
             raise ConfigError("model.body: empty; give a hub id (gpt2), a local model directory, pkg:PACKAGE or a patchbench run directory")
         if self.attn_implementation not in ("sdpa", "eager"):
@@ -317,14 +335,17 @@ def body_roles(body: nn.Module, family: Family) -> dict[int, tuple[nn.Parameter,
 def freeze_by_role(model: FPT, cfg: FPTConfig, family: Family) -> dict:
     """Set requires_grad by role; return {"total", "trainable", "roles": {role: {"trainable", "total"}}}."""
     table = body_roles(model.body, family)
-    present = {r for _, roles, _ in table.values() for r in roles}
+    present = {r for _, roles, _ in table.values() for r in roles} | ({"pos"} if model.positions is not None else set())
     for role in ("pos", "ln", "attn", "ff"):
         if getattr(cfg, f"freeze_{role}") is not None and role not in present:
             have = ", ".join(f"freeze_{r}" for r in ("pos", "ln", "attn", "ff") if r in present)
             raise ConfigError(f"model.freeze_{role}: the {family.name} body has no {ROLE_WORDS[role]} parameters, so the flag would do nothing; remove it (flags that apply here: {have})")
     per_param: dict[int, tuple[nn.Parameter, set[str]]] = {i: (p, set(roles)) for i, (p, roles, _) in table.items()}
     ends = [model.embed, model.head] + ([model.cls] if model.cls is not None else [])
-    for part, role in zip(ends, ("in", "out", "in")):
+    roles_of_ends = ("in", "out", "in")
+    if model.positions is not None:  # seed_kzl's fresh table: a position table outside the body
+        ends, roles_of_ends = [*ends[:2], model.positions, *ends[2:]], ("in", "out", "pos", "in")
+    for part, role in zip(ends, roles_of_ends):
         for p in [part] if isinstance(part, nn.Parameter) else part.parameters():
             per_param.setdefault(id(p), (p, set()))[1].add(role)
     counts = {r: {"trainable": 0, "total": 0} for r in ROLES}
@@ -362,8 +383,22 @@ class FPT(nn.Module):
             self.cls = nn.Parameter(torch.randn(1, 1, width) * 0.02)  # trained with the input layer
         self.body = body
         self.head = output_layer(cfg, width)
-        self.offset = 1 if (family.cls_token or self.cls is not None) else 0
-        self.n_positions = self._capacity() - self.offset  # longest input this body can place
+        self.positions_mode = cfg.vfpt_positions
+        self.positions: nn.Parameter | None = None
+        capacity = self._capacity()
+        if self.positions_mode != "pretrained":
+            if family.runner == "embeds":
+                raise ConfigError(f"model.vfpt_positions: {self.positions_mode} applies to ViT bodies; {family.name} places its own positions; leave it at pretrained")
+            for path in (family.cls_token, family.pos[0]):  # the ViT's own CLS and table never run
+                parent, _, attr = path.rpartition(".")
+                setattr(_attr(body, parent) if parent else body, attr, None)
+            if self.positions_mode == "seed_kzl":
+                self.positions = nn.Parameter(torch.zeros(1, KZL_VIT_POSITIONS, width))  # (1, 1024, D), trained
+                capacity = KZL_VIT_POSITIONS
+            else:  # seed_dlproject: constants, as frozen zeros; the zero positions add nothing
+                self.register_buffer("zero_cls", torch.zeros(1, 1, width), persistent=False)
+        self.offset = 1 if (self.positions_mode != "seed_kzl" and (family.cls_token or self.cls is not None)) else 0
+        self.n_positions = capacity - self.offset  # longest input this body can place
         self.masks_padding = self._masks_padding()
         self.param_counts = freeze_by_role(self, cfg, family)
         print(f"fpt: {source}; {describe_counts(self.param_counts)}", flush=True)
@@ -414,8 +449,7 @@ class FPT(nn.Module):
             return self.body(inputs_embeds=h, attention_mask=None if mask is None else mask.long()).last_hidden_state
         if runner == "hf_vit":
             emb = self.body.embeddings
-            h = torch.cat([emb.cls_token.expand(h.shape[0], -1, -1), h], dim=1)  # (B, 1+N, D)
-            h = emb.dropout(h + emb.position_embeddings[:, : h.shape[1]])
+            h = emb.dropout(self._place(h, emb.cls_token, emb.position_embeddings))  # (B, offset+N, D)
             attn_mask = None
             if mask is not None and not bool(mask.all()):
                 if not self.masks_padding:
@@ -429,12 +463,21 @@ class FPT(nn.Module):
             return self.body.layernorm(h)
         # patchbench ViT: timm blocks
         b = self.body
-        h = torch.cat([b.cls_token.expand(h.shape[0], -1, -1), h], dim=1)  # (B, 1+N, D)
-        h = b.pos_drop(h + b.pos_embed[:, : h.shape[1]])
+        h = b.pos_drop(self._place(h, b.cls_token, b.pos_embed))  # (B, offset+N, D)
         attn_mask = mask[:, None, None, :] if mask is not None and not bool(mask.all()) else None  # (B, 1, 1, 1+N)
         for block in b.blocks:
             h = block(h, attn_mask=attn_mask) if attn_mask is not None else block(h)
         return b.norm(h)
+
+
+    def _place(self, h: torch.Tensor, cls: torch.Tensor | None, table: torch.Tensor | None) -> torch.Tensor:
+        """ViT bodies: (B, N, D) tokens -> (B, offset+N, D) with the CLS and positions of vfpt_positions."""
+        if self.positions_mode == "seed_kzl":
+            return h + self.positions[:, : h.shape[1]]  # no CLS, fresh positions
+        if self.positions_mode == "seed_dlproject":
+            return torch.cat([self.zero_cls.expand(h.shape[0], -1, -1).to(h.dtype), h], dim=1)  # zero CLS, zero positions
+        h = torch.cat([cls.expand(h.shape[0], -1, -1), h], dim=1)  # (B, 1+N, D): the ViT's own CLS
+        return h + table[:, : h.shape[1]]
 
 
 def describe_counts(counts: dict) -> str:
