@@ -6,6 +6,7 @@ from patchbench.tasks import (  # noqa: F401
     digit_addition,
     image_classification,
     image_patches,
+    listops,
     next_token,
     speech_commands,
 )
