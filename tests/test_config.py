@@ -73,7 +73,7 @@ def test_unknown_model_and_task_list_valid_choices():
 
 
 def test_unknown_preset_and_missing_recipe(tmp_path):
-    with pytest.raises(ConfigError, match="valid presets: full, cpu"):
+    with pytest.raises(ConfigError, match="valid presets: full, full_bf16, cpu"):
         resolve_recipe(load_recipe(RECIPES / "pacing_vs_gpt2.yaml"), "gpu", [], "r")
     with pytest.raises(ConfigError, match="no such file"):
         load_recipe(tmp_path / "nope.yaml")
