@@ -430,3 +430,31 @@ def test_full_presets_are_faithful_and_bf16_is_explicit():
     assert "fpt-listops" in _runs("fpt_questions", "cpu")
     assert all(r.data.transform == "none" for r in _runs("vit_vs_towervit", "full").values())  # the seed: ToTensor only
     assert all(r.train.precision == "fp16" for r in _runs("vit_x_convmixer", "full").values())  # the seed's AMP
+
+
+def test_digit_addition_can_draw_the_seeds_digits():
+    """dl-project's nalu.py: np.random.randint(0, 9) -> digits 0..8 in a one-hot of width 10."""
+    seeds, _ = seq_task("digit_addition", {"n": 4, "digit_values": 9})
+    digits = np.concatenate([seeds.example(TRAIN, i)[0].argmax(1) for i in range(300)])
+    assert set(digits.tolist()) == set(range(9)) and seeds.example(TRAIN, 0)[0].shape == (4, 10)
+    reg_cfg = build_run_config({"task": {"name": "digit_addition", "objective": "regression"}, "data": {"n": 4, "digit_values": 9},
+                                "model": {"name": "lstm", "hidden": 8, "layers": 1}})
+    reg = registry.get_task("digit_addition").builder(reg_cfg)
+    assert reg.target_mean == pytest.approx(4 * 4.0) and reg.target_std == pytest.approx(math.sqrt(4 * 80 / 12))
+    default, _ = seq_task("digit_addition", {"n": 4})
+    assert set(np.concatenate([default.example(TRAIN, i)[0].argmax(1) for i in range(300)]).tolist()) == set(range(10))
+
+
+def test_pyramid_vit_without_positions_is_the_seeds_model():
+    """Notgard's ViT built a position table and never added it: its output ignores the patches' order."""
+    torch.manual_seed(0)
+    seed = registry.create_model("vit_pyramid", num_classes=10, add_positions=False).eval()
+    fixed = registry.create_model("vit_pyramid", num_classes=10).eval()
+    assert seed.pos_embed is None and fixed.pos_embed.shape == (1, 65, 64)
+    assert sum(p.numel() for p in fixed.parameters()) - sum(p.numel() for p in seed.parameters()) == 65 * 64
+    x = torch.rand(2, 3, 32, 32)
+    swapped = x.clone()
+    swapped[:, :, :4, :4], swapped[:, :, -4:, -4:] = x[:, :, -4:, -4:], x[:, :, :4, :4]  # exchange two patches
+    with torch.no_grad():
+        torch.testing.assert_close(seed(x), seed(swapped))
+        assert not torch.allclose(fixed(x), fixed(swapped))

@@ -66,10 +66,11 @@ def bit_memory(n: int, patterns: int) -> Callable:
     return make
 
 
-def digits(n: int) -> Callable:
-    """x: (n,) digits 0..9; y: their sum. (The seed's generator drew 0..8 only: randint's high is exclusive.)"""
+def digits(n: int, values: int = 10) -> Callable:
+    """x: (n,) digits 0..values-1; y: their sum. The seed (dl-project's nalu.py) drew 0..8 only, as
+    np.random.randint's high is exclusive: values=9 restores that (the one-hot width stays 10)."""
     def make(rng: np.random.Generator):
-        x = rng.integers(0, 10, size=n, dtype=np.int8)
+        x = rng.integers(0, values, size=n, dtype=np.int8)
         return x, np.int64(x.sum())
     return make
 

@@ -15,7 +15,8 @@ towervit:    widths 64,64,64, heads 4, MLP hidden 128, head 64->128->GELU->10   
 vit_pyramid: widths 64->128->256, heads 4/8/16, hidden 128/256/512, head 256->512->ReLU->10
 
 The original pyramid ViT built its position table for ((32*32)//4)**2 tokens and never added it; here
-it has one row per token (65 × w0) and is added, as in TowerViT.
+it has one row per token (65 × w0) and is added, as in TowerViT. vit_pyramid's add_positions=false
+restores the seed's model: no positions at all (the dead table is not built, so not counted).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class PyramidViTConfig:
     head_hidden: int = 512
     head_act: str = "relu"
     embed_init_std: float = 1.0
+    add_positions: bool = True  # false = the seed: its position table was never added (no position information)
 
     def validate(self) -> None:
         _check_common(self.patch, self.image_size, self.head_act)
@@ -130,7 +132,7 @@ class StackedViT(nn.Module):
             Rearrange("b d h w -> b (h w) d"),  # (B, N, w0)
         )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[0]))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens + 1, dims[0]))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens + 1, dims[0])) if getattr(cfg, "add_positions", True) else None
         layers: list[nn.Module] = []
         for i, (d, h, m) in enumerate(zip(dims, heads, hidden)):
             layers.append(PostNormBlock(d, h, m))
@@ -143,7 +145,8 @@ class StackedViT(nn.Module):
         self.pre_logits = nn.Sequential(nn.Linear(dims[-1], cfg.head_hidden), ACTS[cfg.head_act]())
         self.head = nn.Linear(cfg.head_hidden, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         nn.init.normal_(self.cls_token, std=cfg.embed_init_std)
-        nn.init.normal_(self.pos_embed, std=cfg.embed_init_std)
+        if self.pos_embed is not None:
+            nn.init.normal_(self.pos_embed, std=cfg.embed_init_std)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
@@ -152,7 +155,9 @@ class StackedViT(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)  # (B, N, w0)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
-        x = torch.cat([cls, x], dim=1) + self.pos_embed  # (B, N+1, w0)
+        x = torch.cat([cls, x], dim=1)  # (B, N+1, w0)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed
         return self.norm(self.blocks(x))  # (B, N+1, w_last)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -37,9 +37,12 @@ class DigitAdditionData(HeldOutEval):
     test_fraction: float = 0.2  # share of all digit strings that only held-out examples use; 0 = none (the seeds)
     seed: int = 0
     test_steps_per_iter: int = 50
+    digit_values: int = 10  # digits drawn from 0..digit_values-1; 9 = the seed's 0..8 (randint's exclusive high)
 
     def validate(self) -> None:
         self.validate_eval()
+        if not 2 <= self.digit_values <= 10:
+            raise ConfigError(f"data.digit_values: {self.digit_values}; valid: 2 to 10 (10 = digits 0-9, 9 = the seed's 0-8)")
         if self.n < 2:
             raise ConfigError(f"data.n: must be at least 2 (one digit has nothing to add), got {self.n}")
         if self.train_size < 1 or self.test_size < 1:
@@ -71,11 +74,12 @@ class MnistAdditionData(HeldOutEval):
 class _AdditionTask(SequenceTask):
     objectives = OBJECTIVES
 
-    def _set_objective(self, n: int) -> None:
+    def _set_objective(self, n: int, values: int = 10) -> None:
         self.n_digits = n
         if self.objective == "regression":
             self.set_kind("regress")
-            self.target_mean, self.target_std = 4.5 * n, math.sqrt(8.25 * n)  # sum of n uniform digits 0..9
+            mean, var = (values - 1) / 2.0, (values**2 - 1) / 12.0  # one digit uniform on 0..values-1
+            self.target_mean, self.target_std = mean * n, math.sqrt(var * n)
         else:
             self.set_kind("classify")
             self.report_mae = True
@@ -88,8 +92,8 @@ class DigitAdditionTask(_AdditionTask):
     def __init__(self, cfg):
         super().__init__(cfg)
         d = self.data
-        self._set_objective(d.n)
-        self.make = synthetic.digits(d.n)
+        self._set_objective(d.n, d.digit_values)
+        self.make = synthetic.digits(d.n, d.digit_values)
         self.num_train, self.num_test, self.seq_len = d.train_size, d.test_size, d.n
 
     def example(self, split: int, i: int) -> tuple[np.ndarray, np.int64]:
