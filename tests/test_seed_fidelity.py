@@ -458,3 +458,25 @@ def test_pyramid_vit_without_positions_is_the_seeds_model():
     with torch.no_grad():
         torch.testing.assert_close(seed(x), seed(swapped))
         assert not torch.allclose(fixed(x), fixed(swapped))
+
+
+def test_cyp3a4_seed_padding_feeds_the_pads_and_reads_the_last_position(tmp_path):
+    """dl-project: batches padded to their longest molecule, no mask, the output read at the last position."""
+    from test_fpt_tasks import MOLS, _csv
+
+    path = _csv(tmp_path / "m.csv", "smiles,label", [(s, str(i % 2)) for i, s in enumerate(MOLS)])
+    task, _ = seq_task("cyp3a4", {"path": path, "split": "random", "padding": "seed_dlproject"})
+    items = [task.example(TRAIN, i) for i in range(4)]
+    batch = task.collate(items)
+    assert "mask" not in batch and batch["x"].shape == (4, max(len(x) for x, _ in items))
+    seen = []
+
+    class LastPosition(torch.nn.Module):
+        def forward(self, x, mask=None):
+            seen.append(mask)
+            return torch.zeros(x.shape[0], 2)
+
+    task.train_loss(LastPosition(), batch)
+    assert seen == [None]
+    with pytest.raises(ConfigError, match=r"data\.padding: 'none'; valid: mask, seed_dlproject"):
+        seq_task("cyp3a4", {"path": path, "padding": "none"})

@@ -6,6 +6,11 @@ Data: a CSV (data.path) such as TDC's ADME CYP3A4_Veith export (columns Drug, Y;
 any smiles,label CSV; the seed split it by scaffold, 80/20, seed 0 (scaffold needs RDKit). A separate
 held-out CSV (data.test_path) replaces the split. The tokenizer is fitted on the training molecules
 only. Reports accuracy (primary, as the seed) and ROC-AUC.
+
+The seed (dl-project) tokenized with ChemBERTa's tokenizer (give its tokenizer.json as data.tokenizer)
+and fed each batch padded to its longest molecule without a mask, so the model read the last position,
+usually padding. patchbench masks the padding and reads the last real token; data.padding=seed_dlproject
+restores the seed's unmasked padding.
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ class Cyp3a4Data(HeldOutEval):
     vocab_size: int = 1000  # bpe only
     max_len: int = 0  # cut molecules to max_len tokens; 0 = keep them whole
     test_steps_per_iter: int = 50  # the seed's setting
+    padding: str = "mask"  # mask (hidden from attention, last real token read) | seed_dlproject (pads seen, last position read)
 
     def validate(self) -> None:
         self.validate_eval()
+        if self.padding not in ("mask", "seed_dlproject"):
+            raise ConfigError(f"data.padding: {self.padding!r}; valid: mask, seed_dlproject")
         if self.split not in ("scaffold", "random"):
             raise ConfigError(f"data.split: {self.split!r}; valid: scaffold (needs RDKit), random")
         if not 0.0 < self.test_fraction < 1.0:
@@ -51,6 +59,7 @@ class Cyp3a4Task(SequenceTask):
     def __init__(self, cfg):
         super().__init__(cfg)
         d = self.data
+        self.mask_padding = d.padding == "mask"
         if not d.path:
             raise ConfigError("data.path: cyp3a4 needs a CSV of molecules with columns Drug,Y (TDC's ADME CYP3A4_Veith) or smiles,label; point data.path=FILE at it")
         mols = read_smiles_csv(d.path)

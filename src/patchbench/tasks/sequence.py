@@ -85,6 +85,7 @@ class SequenceTask(Task):
     num_test = 0
     seq_len = 0  # tokens per example (the longest, for variable-length data)
     variable_length = False  # discrete ids of different lengths: right-padded with 0, with a mask
+    mask_padding = True  # False: pad without a mask, so the model sees the pads and reads the last position (dl-project)
     report_mae = False  # classify over sums: also report |predicted - true|
     target_mean, target_std = 0.0, 1.0  # regress: standardization of the target
     n_bits = 0  # bits: bits per example
@@ -117,7 +118,7 @@ class SequenceTask(Task):
         limit = getattr(model, "n_positions", None)
         if limit is not None and self.seq_len > limit:
             raise ConfigError(f"task {self.cfg.task.name}: {self.seq_len} tokens per example exceed the model's {limit} positions; {self.shorten_hint()}")
-        if self.variable_length and not getattr(model, "masks_padding", False):
+        if self.variable_length and self.mask_padding and not getattr(model, "masks_padding", False):
             raise ConfigError(f"task {self.cfg.task.name}: padded variable-length inputs need a body that can mask padding; {type(model).__name__} cannot")
 
     def shorten_hint(self) -> str:
@@ -136,7 +137,9 @@ class SequenceTask(Task):
             mask = np.zeros((len(xs), n), dtype=bool)
             for i, x in enumerate(xs):
                 ids[i, :len(x)], mask[i, :len(x)] = x, True
-            batch["x"], batch["mask"] = torch.from_numpy(ids), torch.from_numpy(mask)  # (B, N), (B, N)
+            batch["x"] = torch.from_numpy(ids)  # (B, N)
+            if self.mask_padding:
+                batch["mask"] = torch.from_numpy(mask)  # (B, N), True on real tokens
         else:
             batch["x"] = torch.from_numpy(np.stack(xs))  # (B, N, F) or (B, N)
         y = np.stack([np.asarray(v) for v in ys])
