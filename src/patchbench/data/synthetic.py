@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 
 TRAIN, TEST = 0, 1
 MAX_TRIES = 256  # draws per example before the held-out cut is declared impossible
@@ -44,7 +44,8 @@ def draw(make: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]], s
         x, y = make(rng)
         if test_side(x, fraction) == (split == TEST):
             return x, y
-    raise ConfigError(f"data: {what} has too few distinct inputs to hold out data.test_fraction={fraction} of them; make the inputs longer or change data.test_fraction")
+    raise ConfigError(f"data: {what} has too few distinct inputs to hold out data.test_fraction={fraction} of them; make the "
+                      "inputs longer or change data.test_fraction")
 
 
 def bit_xor(n: int, patterns: int) -> Callable:
