@@ -31,7 +31,8 @@ def test_side(x: np.ndarray, fraction: float) -> bool:
 
 def validate_fraction(fraction: float, key: str = "data.test_fraction") -> None:
     if not 0.0 <= fraction < 1.0:
-        raise ConfigError(f"{key}: {fraction} must be in [0, 1); 0 = no held-out part of the input space (train and test drawn from all of it, as the seeds did)")
+        raise ConfigError(f"{key}: {fraction} must be in [0, 1); 0 = no held-out part of the input space "
+                          "(train and test drawn from all of it, as the seeds did)")
 
 
 def draw(make: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]], seed: int, split: int, index: int,

@@ -64,7 +64,8 @@ class ImageDataConfig:
 
     def validate(self) -> None:
         if resolve_transform(self.transform, self.dataset) == "kzl" and (self.hflip or self.rotate):
-            raise ConfigError(f"data.hflip / data.rotate: the kzl transform (data.transform={self.transform}, for {self.dataset}) already crops, "
+            raise ConfigError(f"data.hflip / data.rotate: the kzl transform (data.transform={self.transform}, for {self.dataset}) "
+                              "already crops, "
                               "flips and rotates; set data.transform=none to use your own augmentation")
         for key in ("dataset", "fallback"):
             value = getattr(self, key)
@@ -109,7 +110,8 @@ class ImageClassificationTask(Task):
         self.classes = raw.classes
         self.transform = resolve_transform(d.transform, self.kind)  # of the dataset actually read (after a fallback)
         if self.transform == "kzl" and raw.train.images.shape[-1] != 3:
-            raise ConfigError(f"data.transform: kzl is CIFAR-10's transform and needs 3-channel images; {self.kind} has {raw.train.images.shape[-1]}; set data.transform=none")
+            raise ConfigError(f"data.transform: kzl is CIFAR-10's transform and needs 3-channel images; {self.kind} has "
+                              f"{raw.train.images.shape[-1]}; set data.transform=none")
         self.train, self.val, self.val_from = self._split(raw)
         self.num_train = len(self.train)
         _, self.height, self.width, self.channels = self.train.shape
@@ -181,7 +183,8 @@ class ImageClassificationTask(Task):
 
     def make_batch(self, ib: np.ndarray) -> dict[str, torch.Tensor]:
         if self.transform == "kzl":  # augment in [0, 1], then normalise (kzl's order)
-            x = kzl_augment(self.to_tensor(self.train.images(ib), normalize=False), np.random.default_rng([self.cfg.train.seed, *map(int, ib)]))
+            rng = np.random.default_rng([self.cfg.train.seed, *map(int, ib)])
+            x = kzl_augment(self.to_tensor(self.train.images(ib), normalize=False), rng)
             return {"x": cifar_normalize(x), "y": torch.from_numpy(self.train.labels[ib])}
         x = self.to_tensor(self.train.images(ib))  # (B, C, H, W)
         if self.data.hflip or self.data.rotate:

@@ -74,7 +74,8 @@ class ImagePatchesTask(SequenceTask):
         self.classes = int(max(self.train.labels.max(), self.test.labels.max())) + 1
         self.transform = resolve_transform(d.transform, d.dataset)
         if self.transform == "kzl" and c != 3:
-            raise ConfigError(f"data.transform: kzl is CIFAR-10's transform and needs 3-channel images; {d.dataset} has {c}; set data.transform=none")
+            raise ConfigError(f"data.transform: kzl is CIFAR-10's transform and needs 3-channel images; {d.dataset} has {c}; "
+                              "set data.transform=none")
 
     def pixels(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, C) -> float (B, C, H, W): / 255, then normalised under the kzl transform."""
