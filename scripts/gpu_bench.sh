@@ -13,13 +13,13 @@ for part in "$@"; do
     images)  # the ViT x ConvMixer table: batch 250, 192 px, fp16 autocast, 2 classes
       I="--batch-size 250 --image-size 192 --dtype fp16 --num-classes 2 --reference"
       $B resnet18 efficientnetv2_b0 $I --out "$OUT/img-cnn"
-      $B vit $I --set patch=24 --set patch_embed=linear --out "$OUT/img-vit24-linear"
-      $B vit $I --set patch=24 --set patch_embed=conv --out "$OUT/img-vit24-conv"
-      $B convmixer $I --set patch=24 --set depth=4 --set dim=512 --set kernel=9 --out "$OUT/img-cm24"
-      $B vit $I --set patch=16 --set patch_embed=linear --out "$OUT/img-vit16-linear"
-      $B vit $I --set patch=16 --set patch_embed=conv --out "$OUT/img-vit16-conv"
-      $B convmixer $I --set patch=16 --set depth=4 --set dim=512 --set kernel=9 --out "$OUT/img-cm16"
-      $B convmixer $I --set patch=16 --set depth=8 --set dim=512 --set kernel=9 --out "$OUT/img-cm16-8"
+      $B vit24_linear $I --out "$OUT/img-vit24-linear"
+      $B vit24_conv $I --out "$OUT/img-vit24-conv"
+      $B convmixer24 $I --out "$OUT/img-cm24"
+      $B vit16_linear $I --out "$OUT/img-vit16-linear"
+      $B vit16_conv $I --out "$OUT/img-vit16-conv"
+      $B convmixer16 $I --out "$OUT/img-cm16"
+      $B convmixer16_d8 $I --out "$OUT/img-cm16-8"
       ;;
     sweep)  # does a CNN over tokens-as-image scale better with context than attention?
       $B gpt2 pacing --batch-size 4 --dtype bf16 --vocab-size 50257 --no-inference --sweep seq-len 256,512,1024,2048,4096 --out "$OUT/sweep-seq"

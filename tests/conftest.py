@@ -16,7 +16,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def corpus(tmp_path):
     """~40 KB of pseudo-verse with real structure (deterministic), as a .txt file."""
     rng = random.Random(0)
-    words = ["love", "thee", "fair", "heart", "time", "night", "beauty", "eyes", "sweet", "death", "king", "lord", "sir", "good", "thou", "art", "with", "thy", "self", "mine", "hath", "doth", "shall", "will", "what", "when", "where", "now", "then", "so", "not", "no", "yes"]
+    words = ("love thee fair heart time night beauty eyes sweet death king lord sir good thou art with thy self mine hath doth "
+             "shall will what when where now then so not no yes").split()
     lines = []
     for i in range(900):
         n = rng.randint(5, 9)

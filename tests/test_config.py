@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from patchbench.config import ConfigError, expand_runs, load_recipe, parse_override, resolve_recipe, run_config_from_dict
+from patchbench.errors import ConfigError
+from patchbench.recipe import expand_runs, load_recipe, parse_override, resolve_recipe, run_config_from_dict
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -34,7 +35,8 @@ def test_full_preset_is_the_seed_protocol():
     runs = expand_runs(resolve_recipe(load_recipe(RECIPES / "pacing_vs_gpt2.yaml"), "full", [], "r"))
     for r in runs:
         assert (r.train.batch_size, r.train.accum_steps, r.train.eval_every, r.train.final_metric_window) == (2, 4, 10, 50)
-        assert (r.optim.name, r.optim.lr, r.optim.weight_decay, r.optim.betas, r.optim.eps, r.optim.clip) == ("adamw", 2e-4, 0.0, [0.9, 0.999], 1e-8, 1.0)
+        optim = (r.optim.name, r.optim.lr, r.optim.weight_decay, r.optim.betas, r.optim.eps, r.optim.clip)
+        assert optim == ("adamw", 2e-4, 0.0, [0.9, 0.999], 1e-8, 1.0)
         assert r.data.context == 1024 and r.data.val_windows == 100 and r.task.objective == "last_token"
 
 

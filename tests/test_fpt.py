@@ -16,7 +16,7 @@ import torch
 import transformers
 
 from patchbench import registry
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 from patchbench.models import fpt as fpt_mod
 
 W = 16  # width of the tiny bodies

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from patchbench import registry
-from patchbench.config import ConfigError, build_run_config
 from patchbench.data import synthetic
+from patchbench.errors import ConfigError
+from patchbench.recipe import build_run_config
 from patchbench.tasks.sequence import TEST, TRAIN, auroc
 
 
@@ -340,7 +341,7 @@ def test_scaffold_split_without_rdkit_is_a_clear_error(tmp_path, monkeypatch):
 def test_fpt_recipes_expand_and_round_trip(recipe, presets):
     import yaml
 
-    from patchbench.config import load_recipe, resolve_recipe, run_config_from_dict
+    from patchbench.recipe import load_recipe, resolve_recipe, run_config_from_dict
     from patchbench.studies.study import expand_study
 
     path = __import__("pathlib").Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml"

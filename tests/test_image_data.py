@@ -14,9 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from patchbench.config import ConfigError, build_run_config
 from patchbench.data import images as I
 from patchbench.data.images import DataMissing, read_dataset, read_idx
+from patchbench.errors import ConfigError
+from patchbench.recipe import build_run_config
 
 # --------------------------------------------------------------------------------------------------
 # writers in the real formats
@@ -231,7 +232,8 @@ def test_decoded_folders_are_cached_and_invalidated(tmp_path, monkeypatch):
 def task_for(data: dict, model: dict | None = None, **train):
     from patchbench.engine.trainer import build
 
-    cfg = build_run_config({"task": "image_classification", "data": data, "model": model or {"name": "convmixer", "dim": 8, "depth": 1, "kernel": 3, "patch": 2},
+    model = model or {"name": "convmixer", "dim": 8, "depth": 1, "kernel": 3, "patch": 2}
+    cfg = build_run_config({"task": "image_classification", "data": data, "model": model,
                             "train": {"batch_size": 4, **train}})
     return build(cfg)
 
@@ -301,6 +303,7 @@ def test_data_config_refusals():
             task_for(data)
 
 
+@pytest.mark.slow
 def test_evaluate_reports_held_out_loss_accuracy_and_running_train_accuracy():
     task, _, model = task_for({"dataset": "digits", "val_fraction": 0.1})
     cpu = torch.device("cpu")

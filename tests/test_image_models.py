@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_configs import IMAGE, names
 
 from patchbench import registry
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 from patchbench.models.base import count_params
 from patchbench.models.vit import linear_weight_from_conv
 
-# Tiny configs: the contract tests below run on every entry.
-TINY = {
-    "vit": {"image_size": 32, "in_chans": 3, "patch": 8, "dim": 32, "depth": 2, "heads": 4},
-    "towervit": {"image_size": 16, "in_chans": 3, "dim": 16, "depth": 2, "heads": 2, "hidden": 32, "head_hidden": 32},
-    "vit_pyramid": {"image_size": 16, "in_chans": 3, "dims": [16, 32], "heads": [2, 4], "hidden": [32, 64], "head_hidden": 32},
-    "convmixer": {"image_size": 32, "in_chans": 3, "dim": 16, "depth": 2, "kernel": 3, "patch": 4},
-    "resnet18": {"image_size": 32, "in_chans": 3},
-    "efficientnetv2_b0": {"image_size": 32, "in_chans": 3},
-    "timm": {"arch": "resnet10t", "image_size": 32, "in_chans": 3},
-}
+TINY = IMAGE  # the image entries of the one tiny-config table
 
 
 def build(name: str, **over):
@@ -33,7 +25,7 @@ def test_every_tiny_config_is_a_registered_image_model():
         assert registry.get_model(name).modality == "image"
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", names(sorted(TINY)))
 def test_forward_shape_and_timm_contract(name):
     model = build(name, num_classes=5)
     x = torch.rand(2, 3, TINY[name]["image_size"], TINY[name]["image_size"])
@@ -45,11 +37,12 @@ def test_forward_shape_and_timm_contract(name):
         torch.testing.assert_close(model.forward_head(model.forward_features(x)), y)
         model.reset_classifier(3)
         assert model.num_classes == 3 and model(x).shape == (2, 3)
+        features = model.forward_head(model.forward_features(x), pre_logits=True)  # (2, width)
         model.reset_classifier(0)  # timm's convention: no classifier, pooled features out
-        assert model(x).ndim == 2 and model(x).shape[1] != 3
+        torch.testing.assert_close(model(x), features)
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", names(sorted(TINY)))
 def test_gradients_reach_exactly_the_trainable_parameters(name):
     model = build(name, num_classes=4)
     params = list(model.parameters())
@@ -113,7 +106,8 @@ def test_vit_token_counts_at_192px(patch, tokens):
 
 
 def test_vit_seed_sizes_are_identical_for_both_embeddings():
-    counts = {kind: count_params(registry.create_model("vit", image_size=192, in_chans=3, patch=24, patch_embed=kind, num_classes=2))["total"]
+    counts = {kind: count_params(registry.create_model("vit", image_size=192, in_chans=3, patch=24, patch_embed=kind,
+                                                       num_classes=2))["total"]
               for kind in ("linear", "conv")}
     assert counts["linear"] == counts["conv"] == 13_524_482
 
@@ -170,7 +164,7 @@ def test_timm_entry_starts_from_a_local_weights_file(tmp_path):
 def test_image_recipes_expand_and_their_patches_tile_the_images(recipe, preset):
     from pathlib import Path
 
-    from patchbench.config import expand_runs, load_recipe, resolve_recipe
+    from patchbench.recipe import expand_runs, load_recipe, resolve_recipe
     from patchbench.studies.study import study_config
 
     path = Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml"
@@ -187,7 +181,7 @@ def test_image_recipes_expand_and_their_patches_tile_the_images(recipe, preset):
             values = {k: v for k, v in vars(run.model).items() if k != "name"}
             registry.model_config(run.model.name, **{**values, "image_size": run.data.image_size})
     if recipe == "vit_x_convmixer":
-        tokens = {r.name: (r.data.image_size // r.model.patch) ** 2 for r in runs if r.model.name == "vit"}
+        tokens = {r.name: (r.data.image_size // r.model.patch) ** 2 for r in runs if registry.get_model(r.model.name).base == "vit"}
         assert tokens == {"vit24_linear": 64, "vit24_cnn": 64, "vit16_linear": 144, "vit16_cnn": 144}  # the seed's token counts
     else:
         assert all(r.train.keep_best and r.optim.name == "sgd" for r in runs)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from patchbench.config import build_run_config
-from patchbench.engine.checkpoint import CheckpointError
 from patchbench.engine.trainer import build, train
+from patchbench.errors import CheckpointError
+from patchbench.recipe import build_run_config
 
 
 def write_folder(root, classes=("dark", "light"), per_class=24, seed=0):
@@ -38,6 +38,7 @@ def recipe(path, **train):
     }
 
 
+@pytest.mark.slow
 def test_best_checkpoint_keeps_the_lowest_validation_loss(tmp_path):
     data = write_folder(tmp_path / "imgs")
     cfg = build_run_config(recipe(data, max_steps=8))

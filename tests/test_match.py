@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from patchbench.cli import main
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 from patchbench.studies.match import match, with_knob
 
 PACING_CPU = ["vocab_size=2048", "n_positions=64", "patch=8", "depths=[2,2,2,1]", "dims=[32,64,128,256]", "readout_channels=1"]

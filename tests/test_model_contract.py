@@ -1,58 +1,31 @@
 """One contract for every registered model: forward shape, finite outputs, and a gradient on exactly
-the trainable parameters. A model registered without an entry in TINY fails here on purpose."""
+the trainable parameters, and the Protocol of its modality. The configs: tests/tiny_configs.py."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from tiny_configs import names, tiny_configs, tiny_example
 
 from patchbench import registry
-
-B = 2
-
-
-def _tiny_gpt2_body(tmp_path_factory) -> str:
-    from transformers import GPT2Config, GPT2Model
-
-    path = tmp_path_factory.mktemp("body") / "gpt2-tiny"
-    GPT2Model(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, vocab_size=50)).save_pretrained(path)
-    return str(path)
-
-
-def TINY(tmp_path_factory) -> dict[str, tuple[dict, torch.Tensor, tuple]]:
-    """name -> (config overrides, input, expected output shape)."""
-    img = torch.randn(B, 3, 32, 32)
-    seq = torch.randn(B, 6, 5)
-    return {
-        "gpt2": ({"vocab_size": 50, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 16}, torch.randint(0, 50, (B, 16)), (B, 50)),
-        "pacing": ({"vocab_size": 50, "n_positions": 16, "patch": 8, "depths": [1, 1, 1, 1], "dims": [8, 16, 16, 16]},
-                   torch.randint(0, 50, (B, 12)), (B, 50)),
-        "vit": ({"num_classes": 3, "image_size": 32, "in_chans": 3, "patch": 8, "dim": 32, "depth": 2, "heads": 2}, img, (B, 3)),
-        "towervit": ({"num_classes": 3, "image_size": 32, "in_chans": 3}, img, (B, 3)),
-        "vit_pyramid": ({"num_classes": 3, "image_size": 32, "in_chans": 3}, img, (B, 3)),
-        "convmixer": ({"num_classes": 3, "image_size": 32, "in_chans": 3, "dim": 16, "depth": 2, "kernel": 3, "patch": 4}, img, (B, 3)),
-        "resnet18": ({"num_classes": 3, "image_size": 32, "in_chans": 3}, img, (B, 3)),
-        "efficientnetv2_b0": ({"num_classes": 3, "image_size": 32, "in_chans": 3}, img, (B, 3)),
-        "timm": ({"arch": "mobilenetv3_small_050", "num_classes": 3, "image_size": 32, "in_chans": 3}, img, (B, 3)),
-        "lstm": ({"input_kind": "continuous", "input_dim": 5, "output_dim": 4, "hidden": 16, "layers": 1}, seq, (B, 4)),
-        "fpt": ({"body": _tiny_gpt2_body(tmp_path_factory), "input_kind": "continuous", "input_dim": 5, "output_dim": 4}, seq, (B, 4)),
-    }
+from patchbench.models.base import PROTOCOLS
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return TINY(tmp_path_factory)
+    return tiny_configs(tmp_path_factory)
 
 
 def test_every_registered_model_has_a_tiny_config(tiny):
-    assert sorted(tiny) == registry.list_models()
+    assert sorted(tiny) == registry.list_models(variants=False)
 
 
-@pytest.mark.parametrize("name", registry.list_models())
+@pytest.mark.parametrize("name", names(registry.list_models(variants=False)))
 def test_forward_shape_finite_and_gradients_on_exactly_the_trainable(name, tiny):
-    overrides, x, shape = tiny[name]
     torch.manual_seed(0)
-    model = registry.create_model(name, **overrides)
+    x, shape = tiny_example(name, tiny[name])
+    model = registry.create_model(name, **tiny[name])
+    assert isinstance(model, PROTOCOLS[registry.get_model(name).modality]), f"{name} does not keep its modality's contract"
     model.train()
     out = model(x)
     assert tuple(out.shape) == shape
@@ -63,3 +36,12 @@ def test_forward_shape_finite_and_gradients_on_exactly_the_trainable(name, tiny)
             assert p.grad is not None, f"{name}: trainable {pname} got no gradient"
         else:
             assert p.grad is None, f"{name}: frozen {pname} got a gradient"
+
+
+def test_variants_are_their_family_with_values_the_user_can_still_override():
+    assert {"vit24_linear", "vit16_conv", "convmixer24", "convmixer16_d8"} <= set(registry.list_models("*", variants=True))
+    cfg = registry.model_config("vit24_conv")
+    assert (cfg.name, cfg.patch, cfg.patch_embed, cfg.dim) == ("vit24_conv", 24, "conv", 512)
+    assert registry.model_config("convmixer16_d8", depth=2).depth == 2 and registry.get_model("convmixer16_d8").base == "convmixer"
+    model = registry.create_model("convmixer24", dim=8, depth=1, num_classes=2, image_size=48)
+    assert model(torch.randn(1, 3, 48, 48)).shape == (1, 2)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 from patchbench.models.base import count_params
 from patchbench.registry import create_model
 

@@ -14,10 +14,11 @@ from conftest import tiny_text_recipe
 from test_image_data import write_cifar
 
 from patchbench import registry
-from patchbench.config import ConfigError, build_run_config, expand_runs
 from patchbench.data import images as I
 from patchbench.data import listops as L
 from patchbench.data import synthetic
+from patchbench.errors import ConfigError
+from patchbench.recipe import build_run_config, expand_runs
 from patchbench.tasks.sequence import TEST, TRAIN
 
 KZL_MEAN = np.array([0.4914, 0.4822, 0.4465])  # universal_computation/datasets/cifar10.py
@@ -412,7 +413,7 @@ def test_listops_trains_through_the_fpt_contract(tmp_path):
 def _runs(recipe: str, preset: str):
     from pathlib import Path
 
-    from patchbench.config import load_recipe, resolve_recipe
+    from patchbench.recipe import load_recipe, resolve_recipe
 
     path = Path(__file__).resolve().parents[1] / "recipes" / f"{recipe}.yaml"
     return {r.name: r for r in expand_runs(resolve_recipe(load_recipe(path), preset, []))}

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from conftest import tiny_text_recipe
 
-from patchbench.config import ConfigError, expand_runs
 from patchbench.data.text import corpus_files, load_tokenizer, markdown_to_text, read_corpus
+from patchbench.errors import ConfigError
+from patchbench.recipe import expand_runs
 from patchbench.tasks.next_token import NextTokenTask
 
 

@@ -100,6 +100,7 @@ def test_causal_lm_objective_needs_a_causal_model(recipe, capsys):
     assert main(["train", str(recipe), "--run", "gpt2", "--dry-run", "task.objective=causal_lm"]) == 0
 
 
+@pytest.mark.slow
 def test_study_writes_report_with_both_models(recipe, tmp_path):
     out = tmp_path / "study"
     assert main(["study", str(recipe), "--out", str(out), "train.max_steps=3", "train.eval_every=1"]) == 0

@@ -6,9 +6,28 @@ Bad input ends in one line `patchbench: error: ...` and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import torch
+import yaml
+
+from patchbench import registry
+from patchbench.bench.cli import add_arguments as add_bench_arguments
+from patchbench.bench.cli import run as run_bench
+from patchbench.data.speech import synthesize
+from patchbench.engine.measure import resolve_device
+from patchbench.engine.trainer import load_run, train
+from patchbench.errors import ConfigError, PatchbenchError
+from patchbench.models.base import count_params
+from patchbench.recipe import expand_runs, load_recipe, resolve_recipe, select_run
+from patchbench.studies.match import match
+from patchbench.studies.report import write_report
+from patchbench.studies.study import run_study
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -69,15 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     mt.add_argument("target", help="the model to match, e.g. resnet18")
     mt.add_argument("family", help="the model family to size, e.g. convmixer")
     mt.add_argument("--knob", required=True, help="an integer config field (depth, dim) or a list entry (depths.2)")
-    mt.add_argument("--set", dest="family_set", nargs="+", action="extend", default=[], metavar="K=V", help="the family's fixed config, e.g. dim=512 kernel=9")
+    mt.add_argument("--set", dest="family_set", nargs="+", action="extend", default=[], metavar="K=V", help="the family's "
+                    "fixed config, e.g. dim=512 kernel=9")
     mt.add_argument("--target-set", nargs="+", action="extend", default=[], metavar="K=V", help="the target's config")
     mt.add_argument("--num-classes", type=int, help="the same classifier size on both sides (default: none, bodies only)")
     mt.add_argument("--values", help="candidate values instead of a search: 4,8,12 or LO:HI")
     mt.add_argument("--step", type=int, default=1, help="search only multiples of STEP (e.g. 8 for widths)")
 
     b = sub.add_parser("bench", help="measure training throughput and memory of models")
-    from patchbench.bench.cli import add_arguments as add_bench_arguments
-
     add_bench_arguments(b)
     return p
 
@@ -87,22 +105,13 @@ def _default_out(recipe: str, preset: str | None) -> Path:
 
 
 def cmd_train(args) -> int:
-    from patchbench.config import ConfigError, expand_runs, load_recipe, resolve_recipe
-
     if args.nproc and "LOCAL_RANK" not in os.environ:
         return _launch_torchrun(args.nproc, args.raw_argv)
-    merged = resolve_recipe(load_recipe(args.recipe), args.preset, args.overrides, args.recipe)
-    runs = expand_runs(merged)
-    if args.run:
-        chosen = [r for r in runs if r.name == args.run]
-        if not chosen:
-            raise ConfigError(f"--run {args.run!r}: not in {args.recipe}; valid runs: {', '.join(r.name for r in runs)}")
-        cfg = chosen[0]
-    else:
-        cfg = runs[0]
+    # the user's overrides win over the recipe's run entries; with --run they apply to that run only
+    merged = resolve_recipe(load_recipe(args.recipe), args.preset, args.overrides, args.recipe, run=args.run)
+    cfg = select_run(expand_runs(merged), args.run, args.recipe)
     if args.dry_run:
         return _dry_run(cfg)
-    from patchbench.engine.trainer import train
 
     out = Path(args.out) if args.out else _default_out(args.recipe, args.preset) / cfg.name
     summary = train(cfg, out, resume=args.resume)
@@ -112,22 +121,16 @@ def cmd_train(args) -> int:
 
 
 def _dry_run(cfg) -> int:
-    import dataclasses
-    import tempfile
-
-    from patchbench.engine.trainer import train
-
     with tempfile.TemporaryDirectory() as tmp:
         tc = dataclasses.replace(cfg.train, max_steps=1, eval_every=1, sample_tokens=0, progress=False)
         summary = train(dataclasses.replace(cfg, train=tc), Path(tmp) / cfg.name)
-    print(f"dry run ok: {cfg.name} built and took one step; {summary['params_total']:,} parameters, val_loss {summary['final_val_loss']:.4f}")
+    print(f"dry run ok: {cfg.name} built and took one step; {summary['params_total']:,} parameters, val_loss "
+          f"{summary['final_val_loss']:.4f}")
     return 0
 
 
 def _launch_torchrun(n: int, raw: list[str]) -> int:
     """Re-run this very command under torchrun, without --nproc (given as `--nproc N` or `--nproc=N`)."""
-    import subprocess
-
     argv, skip = [], False
     for a in raw:
         if skip or a.startswith("--nproc="):
@@ -142,8 +145,6 @@ def _launch_torchrun(n: int, raw: list[str]) -> int:
 
 
 def cmd_study(args) -> int:
-    from patchbench.studies.study import run_study
-
     out = Path(args.out) if args.out else _default_out(args.recipe, args.preset)
     report = run_study(args.recipe, args.preset, args.overrides, out, resume=args.resume)
     print(f"report: {report}")
@@ -151,32 +152,22 @@ def cmd_study(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from patchbench.studies.report import write_report
-
     print(f"report: {write_report(Path(args.study_dir))}")
     return 0
 
 
 def cmd_sample(args) -> int:
-    from patchbench.engine.measure import resolve_device
-    from patchbench.engine.trainer import load_run
-
     task, cfg, model = load_run(args.run_dir)
     device = resolve_device(args.device)
     model.to(device)
     text = task.sample(model, device, args.prompt, args.tokens, args.top_k, args.seed)
     if text is None:
-        from patchbench.config import ConfigError
-
         raise ConfigError(f"run {args.run_dir!r}: task {cfg.task.name!r} does not generate text")
     print(text)
     return 0
 
 
 def cmd_match(args) -> int:
-    from patchbench.config import ConfigError
-    from patchbench.studies.match import match
-
     values = None
     if args.values:
         try:
@@ -193,8 +184,6 @@ def cmd_match(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from patchbench.data.speech import synthesize
-
     counts = synthesize(args.out, args.words, args.voices, args.variants, args.speeds, args.pitches,
                         args.val_percent, args.test_percent, args.jobs)
     print(f"speech-synth: {counts['clips']} clips of {counts['words']} words by {counts['speakers']} speakers in {counts['root']} "
@@ -204,17 +193,12 @@ def cmd_data(args) -> int:
 
 def cmd_params(args) -> int:
     """Counts on the meta device, so the full presets can be checked on any machine."""
-    import torch
-
-    from patchbench import registry
-    from patchbench.config import ConfigError, expand_runs, load_recipe, resolve_recipe
-    from patchbench.models.base import count_params
-
     runs = expand_runs(resolve_recipe(load_recipe(args.recipe), args.preset, args.overrides, args.recipe))
     rows = []
     for cfg in runs:
         if getattr(cfg.model, "vocab_size", None) == 0 or getattr(cfg.model, "num_classes", None) == 0:
-            raise ConfigError(f"run {cfg.name!r}: model size depends on the data (vocab_size/num_classes 0); set it, e.g. runs.{cfg.name}.model.vocab_size=50257")
+            raise ConfigError(f"run {cfg.name!r}: model size depends on the data (vocab_size/num_classes 0); set it, e.g. "
+                              f"runs.{cfg.name}.model.vocab_size=50257")
         with torch.device("meta"):
             counts = count_params(registry.create_model(cfg.model))
         rows.append((cfg.name, cfg.model.name, counts["total"], counts["trainable"]))
@@ -225,8 +209,6 @@ def cmd_params(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from patchbench import registry
-
     print("models:")
     for name in registry.list_models():
         e = registry.get_model(name)
@@ -237,7 +219,6 @@ def cmd_list(args) -> int:
         print(f"  {name:<22} [{e.modality}] {e.doc}")
     print("recipes:")
     for p in sorted(RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []:
-        import yaml
 
         raw = yaml.safe_load(p.read_text()) or {}
         presets = ", ".join((raw.get("presets") or {}).keys())
@@ -246,9 +227,6 @@ def cmd_list(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from patchbench.config import ConfigError
-    from patchbench.engine.checkpoint import CheckpointError
-
     parser = _parser()
     raw = list(sys.argv[1:] if argv is None else argv)
     args, extra = parser.parse_known_args(raw)
@@ -259,14 +237,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = list(args.overrides) + extra
-    handlers = {"train": cmd_train, "study": cmd_study, "report": cmd_report, "sample": cmd_sample, "list": cmd_list, "match": cmd_match, "data": cmd_data, "params": cmd_params}
+    handlers = {"train": cmd_train, "study": cmd_study, "report": cmd_report, "sample": cmd_sample, "list": cmd_list,
+                "match": cmd_match, "data": cmd_data, "params": cmd_params}
     try:
         if args.cmd == "bench":
-            from patchbench.bench.cli import run as run_bench
 
             return run_bench(args)
         return handlers[args.cmd](args)
-    except (ConfigError, CheckpointError) as e:
+    except PatchbenchError as e:
         print(f"patchbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 
 INPUT_KINDS = ("auto", "continuous", "discrete")
 READOUTS = ("last", "cls")
@@ -55,7 +55,8 @@ class SequenceIO:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout: must be in [0, 1), got {self.dropout}")
         if self.out_tokens and self.readout != "last":
-            raise ConfigError(f"model.readout: {self.readout} reads one position, but the task reads the last {self.out_tokens} tokens; use readout=last")
+            raise ConfigError(f"model.readout: {self.readout} reads one position, but the task reads the last "
+                              f"{self.out_tokens} tokens; use readout=last")
 
     def check_filled(self) -> None:
         """After task.prepare(): the sizes the layers need must be known."""

@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from patchbench.config import ConfigError, parse_override
+from patchbench.config import ConfigError
+from patchbench.recipe import parse_override
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

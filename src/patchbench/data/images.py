@@ -33,7 +33,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError, DataMissing  # noqa: F401 - DataMissing re-exported
 
 KINDS = ("folder", "dogs_vs_cats", "mnist", "fashion_mnist", "cifar10", "digits")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -44,8 +44,6 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CACHE_VERSION = 1
 
 
-class DataMissing(ConfigError):
-    """The dataset's files are not there at all (as opposed to present but broken)."""
 
 
 @dataclass

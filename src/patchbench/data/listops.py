@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 
 OPERATORS = ("[MAX", "[MIN", "[MED", "[SM")
 END = "]"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 
 SMILES_COLUMNS = ("drug", "smiles")
 LABEL_COLUMNS = ("y", "label")
@@ -94,7 +94,8 @@ def scaffold_split(smiles: list[str], test_fraction: float, seed: int) -> tuple[
     for i, s in enumerate(smiles):
         mol = Chem.MolFromSmiles(s)
         if mol is None:
-            raise ConfigError(f"data.path: molecule {i + 1} ({s[:40]!r}) is not a SMILES RDKit can parse; fix or drop it, or use data.split=random")
+            raise ConfigError(f"data.path: molecule {i + 1} ({s[:40]!r}) is not a SMILES RDKit can parse; fix or drop it, or "
+                              "use data.split=random")
         groups[MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)].append(i)
     n = len(smiles)
     n_test = max(1, round(n * test_fraction))
@@ -109,7 +110,8 @@ def scaffold_split(smiles: list[str], test_fraction: float, seed: int) -> tuple[
     for g in big + small:
         (train if len(train) + len(g) <= n - n_test else test).extend(g)
     if not train or not test:
-        raise ConfigError(f"data.split: the {len(sets)} scaffold(s) of these {n} molecules cannot be cut into training and held-out sets; use data.split=random")
+        raise ConfigError(f"data.split: the {len(sets)} scaffold(s) of these {n} molecules cannot be cut into training and "
+                          "held-out sets; use data.split=random")
     return np.asarray(sorted(train)), np.asarray(sorted(test))
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 
 WORDS_V2 = ("backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward", "four", "go",
             "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on", "one", "right", "seven",
@@ -48,13 +48,16 @@ class SpeechFolder:
 def read_folder(path: str, words: list[str] | None = None) -> SpeechFolder:
     """The clips of a Speech Commands folder, split by its two lists; ConfigError if it is not one."""
     if not path:
-        raise ConfigError("data.path: speech_commands needs a Speech Commands folder (WORD/*.wav with validation_list.txt and testing_list.txt); point data.path=DIR at it, or make a synthetic one with `patchbench data speech-synth DIR`")
+        raise ConfigError("data.path: speech_commands needs a Speech Commands folder (WORD/*.wav with validation_list.txt and "
+                          "testing_list.txt); point data.path=DIR at it, or make a synthetic one with `patchbench data speech-synth DIR`")
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise ConfigError(f"data.path: {str(root)!r} is not a folder; give the Speech Commands folder (WORD/*.wav with validation_list.txt and testing_list.txt)")
+        raise ConfigError(f"data.path: {str(root)!r} is not a folder; give the Speech Commands folder (WORD/*.wav with "
+                          "validation_list.txt and testing_list.txt)")
     missing = [name for name in SPLIT_FILES.values() if not (root / name).is_file()]
     if missing:
-        raise ConfigError(f"data.path: {root} has no {' or '.join(missing)}; a Speech Commands folder lists its held-out clips there (`patchbench data speech-synth` writes them)")
+        raise ConfigError(f"data.path: {root} has no {' or '.join(missing)}; a Speech Commands folder lists its held-out "
+                          "clips there (`patchbench data speech-synth` writes them)")
     found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
     if words:
         absent = [w for w in words if w not in found]
@@ -62,7 +65,8 @@ def read_folder(path: str, words: list[str] | None = None) -> SpeechFolder:
             raise ConfigError(f"data.words: {absent[0]!r} has no folder in {root}; words there: {', '.join(found)}")
         found = list(words)
     if len(found) < 2:
-        raise ConfigError(f"data.path: {root} has {len(found)} word folder(s); a Speech Commands folder has one folder of .wav clips per word")
+        raise ConfigError(f"data.path: {root} has {len(found)} word folder(s); a Speech Commands folder has one folder of "
+                          ".wav clips per word")
     label = {w: i for i, w in enumerate(found)}
     held: dict[str, set[str]] = {}
     for split, name in SPLIT_FILES.items():
@@ -79,7 +83,8 @@ def read_folder(path: str, words: list[str] | None = None) -> SpeechFolder:
             files[split].append((p, label[w]))
     for split, clips in files.items():
         if not clips:
-            raise ConfigError(f"data.path: {root} has no {split} clips of the words {', '.join(found[:5])}...; check {SPLIT_FILES.get(split, 'the word folders')}")
+            raise ConfigError(f"data.path: {root} has no {split} clips of the words {', '.join(found[:5])}...; check "
+                              f"{SPLIT_FILES.get(split, 'the word folders')}")
     return SpeechFolder(root, found, files)
 
 
@@ -143,7 +148,8 @@ def synthesize(out: str | Path, words: list[str] | None = None, voices: list[str
     known_voices, known_variants = _espeak_names(exe, "voice"), _espeak_names(exe, "variant")
     for v in voices:
         if v not in known_voices:
-            raise ConfigError(f"--voices: espeak-ng has no voice {v!r}; English ones: {', '.join(sorted(n for n in known_voices if n.startswith('en')))}")
+            raise ConfigError(f"--voices: espeak-ng has no voice {v!r}; English ones: "
+                              f"{', '.join(sorted(n for n in known_voices if n.startswith('en')))}")
     for v in variants:
         if v not in known_variants:
             raise ConfigError(f"--variants: espeak-ng has no variant {v!r}; e.g. {', '.join(sorted(known_variants)[:12])}")
@@ -158,7 +164,8 @@ def synthesize(out: str | Path, words: list[str] | None = None, voices: list[str
         raise ConfigError(f"--words: {bad[0]!r} is not a plain word (letters only)")
     speakers = [(v, var) for v in voices for var in variants]
     if len(speakers) < 3:
-        raise ConfigError(f"--voices/--variants: {len(speakers)} speaker(s); the training, validation and testing splits need at least 3 (voice × variant)")
+        raise ConfigError(f"--voices/--variants: {len(speakers)} speaker(s); the training, validation and testing splits "
+                          "need at least 3 (voice × variant)")
     if val_percent <= 0 or test_percent <= 0 or val_percent + test_percent >= 100:
         raise ConfigError(f"--val-percent/--test-percent: {val_percent} and {test_percent}; each above 0 and together below 100")
 

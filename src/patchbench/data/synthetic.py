@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 
 TRAIN, TEST = 0, 1
 MAX_TRIES = 256  # draws per example before the held-out cut is declared impossible
@@ -31,7 +31,8 @@ def test_side(x: np.ndarray, fraction: float) -> bool:
 
 def validate_fraction(fraction: float, key: str = "data.test_fraction") -> None:
     if not 0.0 <= fraction < 1.0:
-        raise ConfigError(f"{key}: {fraction} must be in [0, 1); 0 = no held-out part of the input space (train and test drawn from all of it, as the seeds did)")
+        raise ConfigError(f"{key}: {fraction} must be in [0, 1); 0 = no held-out part of the input space "
+                          "(train and test drawn from all of it, as the seeds did)")
 
 
 def draw(make: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]], seed: int, split: int, index: int,
@@ -44,7 +45,8 @@ def draw(make: Callable[[np.random.Generator], tuple[np.ndarray, np.ndarray]], s
         x, y = make(rng)
         if test_side(x, fraction) == (split == TEST):
             return x, y
-    raise ConfigError(f"data: {what} has too few distinct inputs to hold out data.test_fraction={fraction} of them; make the inputs longer or change data.test_fraction")
+    raise ConfigError(f"data: {what} has too few distinct inputs to hold out data.test_fraction={fraction} of them; make the "
+                      "inputs longer or change data.test_fraction")
 
 
 def bit_xor(n: int, patterns: int) -> Callable:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 
 EOT = "<|endoftext|>"
 TEXT_SUFFIXES = (".txt", ".md")
@@ -153,7 +153,8 @@ def load_tokenizer(spec: str, text: str | None, vocab_size: int, cache_dir: Path
         hf = AutoTokenizer.from_pretrained(spec, local_files_only=not allow_download)
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds here
         how = "" if allow_download else " (downloads are off: set data.download=true or give a local folder)"
-        raise ConfigError(f"data.tokenizer: cannot load {spec!r}{how}; valid: bpe, a tokenizer folder or file, or a hub id ({type(e).__name__})") from None
+        raise ConfigError(f"data.tokenizer: cannot load {spec!r}{how}; valid: bpe, a tokenizer folder or file, or a hub id "
+                          f"({type(e).__name__})") from None
     tok = hf.backend_tokenizer
     return tok, _digest("hub", spec, tok.to_str())
 

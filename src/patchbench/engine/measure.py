@@ -39,11 +39,11 @@ def resolve_device(spec: str) -> torch.device:
     try:
         dev = torch.device(spec)
     except RuntimeError:
-        from patchbench.config import ConfigError
+        from patchbench.errors import ConfigError
 
         raise ConfigError(f"train.device: {spec!r}; valid: auto, cpu, cuda, cuda:N, mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from patchbench.config import ConfigError
+        from patchbench.errors import ConfigError
 
         raise ConfigError(f"train.device: {spec!r} but no CUDA device is available; use auto or cpu")
     return dev

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from patchbench.config import ConfigError, OptimConfig
+from patchbench.config import OptimConfig
+from patchbench.errors import ConfigError
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:

@@ -1,41 +1,47 @@
-"""One run: build task + model, train with one flat loop, validate, checkpoint, measure, summarise.
+"""One run: set up task + model, restore, train with one flat loop, validate, checkpoint, summarise.
 
-    RUN_DIR/config.yaml        resolved config (re-creates the run)
-    RUN_DIR/metrics.jsonl      {"step", "train_loss", "lr"} per optimizer step; {"step", "val_loss", ..., "train_time_s",
-                               "train_examples_per_s", peak memory} per validation (every epoch in the image recipes)
-    RUN_DIR/tb/                TensorBoard events
-    RUN_DIR/checkpoints/       safetensors + state, atomic (see checkpoint.py)
-    RUN_DIR/best/              weights of the lowest validation loss (train.keep_best)
-    RUN_DIR/sample.txt         a sample after training (text tasks)
-    RUN_DIR/summary.json       written last: its presence means the run finished
+The run directory's layout (config, metrics, TensorBoard, checkpoints, best weights, sample,
+summary) belongs to rundir.RunDir; metrics.jsonl, TensorBoard and the progress bar are written
+together by runlog.RunLog.
+
+    train(cfg, run_dir)
+      setup()      seed, task, model, precision, optimizer, schedule, scaler
+      restore()    checkpoint -> model, optimizer, schedule, scaler, RNG (the inverse of snapshot())
+      the loop     accumulate micro-batches, clip, step; at sync points: log, validate(), snapshot()
+      summarize()  summary.json, the sample, the task's after_training extras
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import os
+import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
+from torch import nn
 
 from patchbench import registry
-from patchbench.config import ConfigError, RunConfig, save_json
+from patchbench.config import RunConfig
 from patchbench.engine import distributed as D
-from patchbench.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from patchbench.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from patchbench.engine.measure import device_name, peak_memory_bytes, reset_peak, resolve_device
 from patchbench.engine.optim import build_optimizer, build_schedule
+from patchbench.engine.precision import autocast_factory, resolve_precision
+from patchbench.engine.runlog import RunLog
+from patchbench.errors import CheckpointError, ConfigError
 from patchbench.models.base import count_params, model_bytes
-from patchbench.tasks.base import to_device
+from patchbench.recipe import run_config_from_dict
+from patchbench.rundir import RunDir
+from patchbench.tasks.base import Task, to_device
 
-TB_TAGS = {"train_loss": "Loss/train", "val_loss": "Loss/validation", "val_accuracy": "Accuracy/Test", "lr": "LearningRate"}
+__all__ = ["train", "build", "load_run", "index_batches", "resolve_precision", "seed_everything", "setup", "snapshot", "restore"]
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -46,31 +52,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def resolve_precision(spec: str, device: torch.device) -> torch.dtype | None:
-    """None = fp32 (no autocast)."""
-    if spec == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if spec not in table:
-        raise ConfigError(f"train.precision: {spec!r}; valid: auto, fp32, bf16, fp16")
-    if spec == "fp16" and device.type != "cuda":
-        raise ConfigError("train.precision: fp16 needs a CUDA device; use fp32 or bf16 on CPU")
-    return table[spec]
-
-
-def check_writable(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"output directory {str(run_dir)!r} is not writable ({e.strerror}); choose another with --out") from None
-
-
-def build(cfg: RunConfig):
+def build(cfg: RunConfig) -> tuple[Task, RunConfig, nn.Module]:
     """Task, the data-completed config, and the model (on CPU)."""
     task = registry.get_task(cfg.task.name).builder(cfg)
     cfg = dataclasses.replace(cfg, model=task.prepare(cfg.model))
@@ -95,242 +77,265 @@ def index_batches(num: int, batch: int, seed: int, start_micro: int, info: D.Dis
             m += 1
 
 
-def _read_metrics(path: Path, upto_step: int) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in rows if r["step"] <= upto_step]
+# --------------------------------------------------------------------------------------------------
+# setup, snapshot / restore
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    device = resolve_device(cfg.train.device)
-    info = D.init_from_env(device.type)
-    if device.type == "cuda" and info.enabled:
-        device = torch.device("cuda", info.local_rank)
-    if resume and (run_dir / "summary.json").is_file():  # finished: nothing to resume, keep its figures
-        print(f"[{cfg.name}] {run_dir} already finished; nothing to resume", flush=True)
-        return json.loads((run_dir / "summary.json").read_text())
-    if info.is_main:
-        check_writable(run_dir)
-        if not resume and (run_dir / "checkpoints").exists():
-            raise ConfigError(f"output directory {str(run_dir)!r} already holds a run; pass --resume to continue it or choose another --out")
+@dataclass
+class Setup:
+    """Everything one run trains with, built once by setup()."""
+
+    cfg: RunConfig  # data-completed by the task
+    run: RunDir
+    task: Task
+    model: nn.Module  # unwrapped: saved, validated and sampled; never the compile/DDP wrapper
+    device: torch.device
+    info: D.DistInfo
+    amp_dtype: torch.dtype | None
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    scaler: torch.amp.GradScaler
+    examples_per_step: int
+    steps_per_epoch: int
+    total_steps: int
+    autocast: Callable[[], AbstractContextManager]
+
+    @property
+    def expect(self) -> dict[str, str]:
+        """What a checkpoint must belong to."""
+        return {"model": self.cfg.model.name, "task": self.cfg.task.name, "run": self.cfg.name}
+
+
+def setup(cfg: RunConfig, run: RunDir, device: torch.device, info: D.DistInfo) -> Setup:
     seed_everything(cfg.train.seed, cfg.train.deterministic and device.type == "cpu")
-
     task, cfg, model = build(cfg)
     tc = cfg.train
     model.to(device)
     if tc.channels_last:
         model.to(memory_format=torch.channels_last)
-    raw_model = model  # saved and sampled unwrapped; never the compile/DDP wrapper
-    params = count_params(raw_model)
     amp_dtype = resolve_precision(tc.precision, device)
-
-    def autocast():
-        if amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
     per_micro = tc.batch_size * info.world_size
-    micro_per_epoch = task.num_train // per_micro
-    steps_per_epoch = micro_per_epoch // tc.accum_steps
+    steps_per_epoch = task.num_train // per_micro // tc.accum_steps
     if steps_per_epoch < 1:
-        raise ConfigError(f"train.batch_size: {task.num_train} training examples cannot fill one step of {per_micro}×{tc.accum_steps}; lower train.batch_size or train.accum_steps")
+        raise ConfigError(f"train.batch_size: {task.num_train} training examples cannot fill one step of {per_micro}×{tc.accum_steps}; "
+                          "lower train.batch_size or train.accum_steps")
     total_steps = tc.max_steps or max(int(tc.epochs * steps_per_epoch), 1)
+    optimizer = build_optimizer(model, cfg.optim, device)
+    return Setup(cfg=cfg, run=run, task=task, model=model, device=device, info=info, amp_dtype=amp_dtype, optimizer=optimizer,
+                 schedule=build_schedule(optimizer, cfg.optim, total_steps),
+                 scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16),
+                 examples_per_step=per_micro * tc.accum_steps, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                 autocast=autocast_factory(device, amp_dtype))
 
-    optimizer = build_optimizer(raw_model, cfg.optim, device)
-    schedule = build_schedule(optimizer, cfg.optim, total_steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
 
-    start_step, history = 0, []
-    expect = {"model": cfg.model.name, "task": cfg.task.name, "run": cfg.name}
-    if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise CheckpointError(f"--resume: {run_dir} has no checkpoint to resume from")
-        state = load_checkpoint(ckpt, raw_model, expect)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in state:
-            torch.cuda.set_rng_state(state["rng_cuda"])
-        start_step = int(state["step"])
-        history = _read_metrics(run_dir / "metrics.jsonl", start_step)
-        prior_train_time = float(state.get("train_time", 0.0))
-    else:
-        prior_train_time = 0.0
+def snapshot(s: Setup, step: int, train_time: float) -> dict[str, Any]:
+    """The training state a checkpoint holds besides the weights; restore() reads the same keys."""
+    state = {"optimizer": s.optimizer.state_dict(), "schedule": s.schedule.state_dict(), "scaler": s.scaler.state_dict(),
+             "rng_cpu": torch.get_rng_state(), "step": step, "train_time": train_time}
+    if s.device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state()
+    return state
 
-    model = raw_model
-    if info.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        if info.rank > 0:  # DDP broadcast rank 0's weights; dropout masks must differ between ranks
-            torch.manual_seed(tc.seed + 7919 * info.rank + 104729 * start_step)
-    if tc.compile:  # compile(DDP(model)) lets gradient all-reduce overlap the backward
-        model = torch.compile(model)
 
-    writer = None
-    if info.is_main:
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        with open(run_dir / "metrics.jsonl", "w") as f:  # rewritten up to the resume point
-            f.writelines(json.dumps(r) + "\n" for r in history)
-        from torch.utils.tensorboard import SummaryWriter
+def restore(s: Setup) -> tuple[int, float]:
+    """Load the latest checkpoint into s; returns (step, training seconds so far)."""
+    ckpt = s.run.latest_checkpoint()
+    if ckpt is None:
+        raise CheckpointError(f"--resume: {s.run} has no checkpoint to resume from")
+    state = load_checkpoint(ckpt, s.model, s.expect)
+    s.optimizer.load_state_dict(state["optimizer"])
+    s.schedule.load_state_dict(state["schedule"])
+    s.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if s.device.type == "cuda" and "rng_cuda" in state:
+        torch.cuda.set_rng_state(state["rng_cuda"])
+    return int(state["step"]), float(state.get("train_time", 0.0))
 
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step if resume else None)
-        writer.add_custom_scalars({"Loss": {"train vs validation": ["Multiline", ["Loss/train", "Loss/validation"]]}})
-        print(f"[{cfg.name}] {cfg.model.name}: {params['total']:,} parameters ({params['trainable']:,} trainable), "
-              f"{total_steps} steps of {per_micro * tc.accum_steps} examples, device {device}, "
-              f"precision {amp_dtype or 'fp32'}" + (f", world {info.world_size}" if info.enabled else ""), flush=True)
 
-    bar = None
-    if tc.progress and info.is_main:
-        import sys
+def wrap(s: Setup, start_step: int) -> nn.Module:
+    """DDP and torch.compile around the model; compile(DDP(model)) lets the all-reduce overlap the backward."""
+    model = s.model
+    if s.info.enabled:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[s.device.index] if s.device.type == "cuda" else None)
+        if s.info.rank > 0:  # DDP broadcast rank 0's weights; dropout masks must differ between ranks
+            torch.manual_seed(s.cfg.train.seed + 7919 * s.info.rank + 104729 * start_step)
+    return torch.compile(model) if s.cfg.train.compile else model
 
-        from tqdm import tqdm
 
-        tty = sys.stderr.isatty()  # in a log file, redraw rarely instead of every step
-        bar = tqdm(total=total_steps, initial=start_step, desc=cfg.name, unit="step", dynamic_ncols=True,
-                   mininterval=0.2 if tty else 30.0)
+# --------------------------------------------------------------------------------------------------
+# what the loop measures, validation, summary
 
-    metrics_file = open(run_dir / "metrics.jsonl", "a") if info.is_main else None  # noqa: SIM115 - open for the whole loop
-    metric = task.primary_metric
-    val_history = [r[metric] for r in history if metric in r]
-    val_losses = [r["val_loss"] for r in history if "val_loss" in r]
-    best_val = min(val_losses, default=float("inf"))
-    last_val_loss = val_losses[-1] if val_losses else None
-    batches = task.batches(index_batches(task.num_train, tc.batch_size, tc.seed, start_step * tc.accum_steps, info))
-    ckpt_every = tc.checkpoint_every or tc.eval_every
-    stop_at = min(total_steps, start_step + tc.stop_after_steps) if tc.stop_after_steps else total_steps
 
-    def checkpoint(step: int, train_time: float) -> None:
-        if not info.is_main:
-            return
-        state = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "scaler": scaler.state_dict(),
-                 "rng_cpu": torch.get_rng_state(), "step": step, "train_time": train_time}
+@dataclass
+class Tally:
+    """Time, examples and validation results so far; a resumed run starts from its metrics.jsonl."""
+
+    metric: str
+    train_time: float = 0.0  # seconds of training (validation excluded), over every resumed part
+    prior_time: float = 0.0  # of that, before this process
+    examples: int = 0  # trained by this process
+    seg_examples: int = 0  # at the last validation: throughput between validations
+    seg_time: float = 0.0
+    val_history: list[float] = field(default_factory=list)
+    best_val: float = math.inf
+    last_val_loss: float | None = None
+
+    @classmethod
+    def resume(cls, metric: str, history: list[dict], prior_time: float) -> Tally:
+        val_losses = [r["val_loss"] for r in history if "val_loss" in r]
+        return cls(metric, prior_time, prior_time, seg_time=prior_time, val_history=[r[metric] for r in history if metric in r],
+                   best_val=min(val_losses, default=math.inf), last_val_loss=val_losses[-1] if val_losses else None)
+
+    def add_time(self, device: torch.device, since: float) -> None:
         if device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state()
-        save_checkpoint(run_dir, step, raw_model, state, expect)
+            torch.cuda.synchronize(device)
+        self.train_time += time.perf_counter() - since
 
-    # ------------------------------------------------------------------ the training loop
+    def postfix(self, loss: float) -> dict[str, str]:
+        rate = self.examples / max(self.train_time - self.prior_time, 1e-9)
+        return {"loss": f"{loss:.3f}", "val": f"{self.val_history[-1]:.3f}" if self.val_history else "-", "ex_s": f"{rate:.1f}"}
+
+
+def validate(s: Setup, tally: Tally, step: int) -> dict[str, Any]:
+    """Evaluate on held-out data; the metrics row; the best weights when train.keep_best."""
+    val = s.task.evaluate(s.model, s.device, s.autocast)
+    tally.val_history.append(val[tally.metric])
+    tally.last_val_loss = val["val_loss"]
+    rate = (tally.examples - tally.seg_examples) / max(tally.train_time - tally.seg_time, 1e-9)  # since the last validation
+    tally.seg_examples, tally.seg_time = tally.examples, tally.train_time
+    if s.cfg.train.keep_best and s.info.is_main and val["val_loss"] < tally.best_val:
+        tally.best_val = val["val_loss"]
+        save_weights(s.run.best_dir, s.model, {"step": step, "val_loss": tally.best_val, **s.expect})
+    return {"step": step, **val, "train_time_s": tally.train_time, "train_examples_per_s": rate,
+            **{f"{k}_bytes": v for k, v in peak_memory_bytes(s.device).items()}}
+
+
+def summarize(s: Setup, tally: Tally, log: RunLog, resumed: bool) -> dict[str, Any]:
+    """summary.json (written last: its presence means the run finished), the sample and the task's extras."""
+    tc, seg, examples = s.cfg.train, tally.train_time - tally.prior_time, tally.examples
+    n_final = min(tc.final_metric_window, len(tally.val_history))
+    window = tally.val_history[-n_final:] if n_final else []
+    params = count_params(s.model)
+    summary = {
+        "name": s.cfg.name, "model": s.cfg.model.name, "task": s.cfg.task.name, "objective": s.task.objective,
+        "steps": s.total_steps, "epochs": s.total_steps / s.steps_per_epoch,
+        "params_total": params["total"], "params_trainable": params["trainable"],
+        "model_bytes": model_bytes(s.model),
+        **{f"{k}_bytes": v for k, v in peak_memory_bytes(s.device).items()},
+        "train_examples_per_s": examples / seg if seg > 0 else None,
+        "train_items_per_s": examples * s.task.items_per_example() / seg if seg > 0 else None,
+        "train_time_s": tally.train_time,
+        "time_per_epoch_s": tally.train_time / (s.total_steps / s.steps_per_epoch),
+        "final_metric": float(np.mean(window)) if window else None,
+        "final_metric_name": f"mean of last {n_final} {tally.metric}",
+        "higher_is_better": s.task.higher_is_better,
+        "best_val_loss": tally.best_val if tc.keep_best else None,
+        "final_val_loss": tally.last_val_loss,
+        "device": device_name(s.device), "precision": str(s.amp_dtype or "fp32"),
+        "world_size": s.info.world_size, "torch": torch.__version__, "resumed": resumed,
+        "data": s.task.describe(),
+    }
+    text = s.task.sample(s.model, s.device, tc.sample_prompt, tc.sample_tokens, 50, 43) if tc.sample_tokens else None
+    if text is not None:
+        s.run.write_sample(text)
+        summary["sample"] = text
+    log.text("sample", text or "", s.total_steps)
+    s.task.after_training(s.model, s.device, s.run)  # task extras, e.g. a grid of sample predictions
+    s.run.write_summary(summary)
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    run = RunDir(run_dir)
+    device = resolve_device(cfg.train.device)
+    info = D.init_from_env(device.type)
+    if device.type == "cuda" and info.enabled:
+        device = torch.device("cuda", info.local_rank)
+    if resume and run.is_finished():  # nothing to resume, keep its figures
+        print(f"[{cfg.name}] {run} already finished; nothing to resume", flush=True)
+        return run.read_summary()
+    if info.is_main:
+        run.check_writable()
+        if not resume and run.holds_run():
+            raise ConfigError(f"output directory {str(run)!r} already holds a run; pass --resume to continue it or choose another --out")
+
+    s = setup(cfg, run, device, info)
+    cfg, tc = s.cfg, s.cfg.train
+    start_step, prior_time = restore(s) if resume else (0, 0.0)
+    history = run.read_metrics(start_step) if resume else []
+    tally = Tally.resume(s.task.primary_metric, history, prior_time)
+    model = wrap(s, start_step)
+    if info.is_main:
+        run.write_config(cfg.to_yaml())
+        params = count_params(s.model)
+        print(f"[{cfg.name}] {cfg.model.name}: {params['total']:,} parameters ({params['trainable']:,} trainable), "
+              f"{s.total_steps} steps of {s.examples_per_step} examples, device {device}, precision {s.amp_dtype or 'fp32'}"
+              + (f", world {info.world_size}" if info.enabled else ""), flush=True)
+    log = RunLog(run, cfg.name, history, start_step, s.total_steps, resume,
+                 enabled=info.is_main, progress=tc.progress)
+
+    batches = s.task.batches(index_batches(s.task.num_train, tc.batch_size, tc.seed, start_step * tc.accum_steps, info))
+    ckpt_every = tc.checkpoint_every or tc.eval_every
+    stop_at = min(s.total_steps, start_step + tc.stop_after_steps) if tc.stop_after_steps else s.total_steps
     model.train()
     reset_peak(device)
     pending: list[tuple[int, torch.Tensor, float]] = []  # (step, loss on device, lr): flushed at sync points
-    train_time, examples, seg_start = prior_train_time, 0, time.perf_counter()
-    seg_examples, seg_time = 0, prior_train_time  # throughput between validations
-    step = start_step
+    seg_start, step = time.perf_counter(), start_step
     for step in range(start_step + 1, stop_at + 1):
         loss_sum = torch.zeros((), device=device)
         for micro in range(tc.accum_steps):
             batch = to_device(next(batches), device)
-            with D.maybe_no_sync(model, sync=micro == tc.accum_steps - 1), autocast():
-                loss = task.train_loss(model, batch) / tc.accum_steps
-            scaler.scale(loss).backward()
+            with D.maybe_no_sync(model, sync=micro == tc.accum_steps - 1), s.autocast():
+                loss = s.task.train_loss(model, batch) / tc.accum_steps
+            s.scaler.scale(loss).backward()
             loss_sum += loss.detach()
         if cfg.optim.clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.optim.clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        pending.append((step, loss_sum, schedule.get_last_lr()[0]))
-        schedule.step()
-        examples += per_micro * tc.accum_steps
-        if bar is not None:
-            bar.update(1)
+            s.scaler.unscale_(s.optimizer)
+            nn.utils.clip_grad_norm_(s.model.parameters(), cfg.optim.clip)
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        s.optimizer.zero_grad(set_to_none=True)
+        pending.append((step, loss_sum, s.schedule.get_last_lr()[0]))
+        s.schedule.step()
+        tally.examples += s.examples_per_step
+        log.tick()
 
-        evaluate = step % tc.eval_every == 0 or step == total_steps  # a stop is not a validation point
-        if not (evaluate or step % ckpt_every == 0 or step == stop_at):
+        evaluate = step % tc.eval_every == 0 or step == s.total_steps  # a stop is not a validation point
+        save = step % ckpt_every == 0 or step == stop_at
+        if not (evaluate or save):
             continue
         # ---- sync point: time the training segment, flush losses, validate, checkpoint
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_time += time.perf_counter() - seg_start
+        tally.add_time(device, seg_start)
         losses = D.all_reduce_mean(torch.stack([p[1] for p in pending]), info).tolist()
-        rows = [{"step": s, "train_loss": v, "lr": lr} for (s, _, lr), v in zip(pending, losses)]
+        rows = [{"step": st, "train_loss": v, "lr": lr} for (st, _, lr), v in zip(pending, losses)]
         pending = []
         if evaluate:
-            val = task.evaluate(raw_model, device, autocast)
-            val_history.append(val[metric])
-            last_val_loss = val["val_loss"]
-            rate = (examples - seg_examples) / max(train_time - seg_time, 1e-9)  # since the last validation
-            rows.append({"step": step, **val, "train_time_s": train_time, "train_examples_per_s": rate,
-                         **{f"{k}_bytes": v for k, v in peak_memory_bytes(device).items()}})
-            seg_examples, seg_time = examples, train_time
-            if tc.keep_best and info.is_main and val["val_loss"] < best_val:  # best checkpoint by validation loss
-                best_val = val["val_loss"]
-                save_weights(run_dir / "best", raw_model, {"step": step, "val_loss": best_val, **expect})
-        if info.is_main:
-            for r in rows:
-                metrics_file.write(json.dumps(r) + "\n")
-                for k, v in r.items():
-                    if k != "step":
-                        writer.add_scalar(TB_TAGS.get(k, k), v, r["step"])
-            metrics_file.flush()
-            if bar is not None:
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", val=f"{val_history[-1]:.3f}" if val_history else "-",
-                                ex_s=f"{examples / max(train_time - prior_train_time, 1e-9):.1f}")
-        if step % ckpt_every == 0 or step == stop_at:
-            checkpoint(step, train_time)
+            rows.append(validate(s, tally, step))
+        log.write(rows, **tally.postfix(losses[-1]))
+        if save and info.is_main:
+            save_checkpoint(run, step, s.model, snapshot(s, step, tally.train_time), s.expect)
         D.barrier(info)
         seg_start = time.perf_counter()
 
-    if bar is not None:
-        bar.close()
-    if metrics_file is not None:
-        metrics_file.close()
-    finished = step >= total_steps
-    summary = None
-    if info.is_main and finished:
-        seg = train_time - prior_train_time
-        n_final = min(tc.final_metric_window, len(val_history))
-        window = val_history[-n_final:] if n_final else []
-        summary = {
-            "name": cfg.name, "model": cfg.model.name, "task": cfg.task.name, "objective": task.objective,
-            "steps": total_steps, "epochs": total_steps / steps_per_epoch,
-            "params_total": params["total"], "params_trainable": params["trainable"],
-            "model_bytes": model_bytes(raw_model),
-            **{f"{k}_bytes": v for k, v in peak_memory_bytes(device).items()},
-            "train_examples_per_s": examples / seg if seg > 0 else None,
-            "train_items_per_s": examples * task.items_per_example() / seg if seg > 0 else None,
-            "train_time_s": train_time,
-            "time_per_epoch_s": train_time / (total_steps / steps_per_epoch),
-            "final_metric": float(np.mean(window)) if window else None,
-            "final_metric_name": f"mean of last {n_final} {metric}",
-            "higher_is_better": task.higher_is_better,
-            "best_val_loss": best_val if tc.keep_best else None,
-            "final_val_loss": last_val_loss,
-            "device": device_name(device), "precision": str(amp_dtype or "fp32"),
-            "world_size": info.world_size, "torch": torch.__version__, "resumed": resume,
-            "data": task.describe(),
-        }
-        text = task.sample(raw_model, device, tc.sample_prompt, tc.sample_tokens, 50, 43) if tc.sample_tokens else None
-        if text is not None:
-            (run_dir / "sample.txt").write_text(text)
-            summary["sample"] = text
-        writer.add_text("sample", text or "", total_steps)
-        after = getattr(task, "after_training", None)  # task extras, e.g. a grid of sample predictions
-        if after is not None:
-            after(raw_model, device, run_dir)
-        save_json(summary, run_dir / "summary.json")
-    if writer is not None:
-        writer.close()
+    log.close_progress()
+    summary = summarize(s, tally, log, resume) if info.is_main and step >= s.total_steps else None
+    log.close()
     D.barrier(info)
     D.shutdown(info)
     return summary or {"name": cfg.name, "stopped_at_step": step, "finished": False}
 
 
-def load_run(run_dir: str | Path):
-    """(cfg, model) of a finished or checkpointed run, weights from its latest checkpoint."""
-    from patchbench.config import run_config_from_dict
-
-    run_dir = Path(run_dir)
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(f"run directory {str(run_dir)!r}: no config.yaml; give a directory written by patchbench train")
-    cfg = run_config_from_dict(yaml.safe_load(path.read_text()))
-    ckpt = latest_checkpoint(run_dir)
+def load_run(run_dir: str | Path) -> tuple[Task, RunConfig, nn.Module]:
+    """(task, cfg, model) of a finished or checkpointed run, weights from its latest checkpoint."""
+    run = RunDir(run_dir)
+    cfg = run_config_from_dict(run.read_config())
+    ckpt = run.latest_checkpoint()
     if ckpt is None:
-        raise CheckpointError(f"run directory {str(run_dir)!r}: no checkpoint to load weights from")
+        raise CheckpointError(f"run directory {str(run)!r}: no checkpoint to load weights from")
     task, cfg2, model = build(cfg)
     load_checkpoint(ckpt, model, {"model": cfg.model.name, "task": cfg.task.name, "run": cfg.name})
     return task, cfg2, model

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from patchbench.config import ConfigError
-from patchbench.models.vit import check_patch
-from patchbench.registry import register_model
+from patchbench.adapters.patch_embed import check_patch
+from patchbench.errors import ConfigError
+from patchbench.registry import register_model, register_variant
 
 
 @dataclass
@@ -47,3 +47,9 @@ def convmixer(cfg: ConvMixerConfig) -> nn.Module:
     check_patch(cfg.patch, cfg.image_size)
     return ConvMixer(cfg.dim, cfg.depth, kernel_size=cfg.kernel, patch_size=cfg.patch, in_chans=cfg.in_chans or 3,
                      num_classes=cfg.num_classes, drop_rate=cfg.drop_rate)
+
+
+# The ViT x ConvMixer seed's ConvMixers: 512 wide, kernel 9; 16/8 is its "to match ResNet18" by layer count
+register_variant("convmixer24", "convmixer", dim=512, depth=4, kernel=9, patch=24)
+register_variant("convmixer16", "convmixer", dim=512, depth=4, kernel=9, patch=16)
+register_variant("convmixer16_d8", "convmixer", dim=512, depth=8, kernel=9, patch=16)

@@ -51,10 +51,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from patchbench import registry
 from patchbench.adapters.sequence_tokens import SequenceIO, input_layer, output_layer, read_out
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 from patchbench.models.base import count_params
 from patchbench.registry import register_model
+from patchbench.rundir import RunDir
 
 ROLES = ("in", "pos", "ln", "attn", "ff", "other", "out")
 VFPT_POSITIONS = ("pretrained", "seed_kzl", "seed_dlproject")
@@ -222,8 +224,8 @@ def load_body(cfg: FPTConfig) -> tuple[nn.Module, Family, str]:
         if not path.is_dir():
             raise ConfigError(f"model.body: {str(path)!r} is a file; give the directory that holds config.json (a transformers model) or a patchbench run")
         if not (path / "config.json").is_file():
-            if (path / "config.yaml").is_file():
-                return _load_run_body(path, cfg)
+            if RunDir(path).config_path.is_file():
+                return _load_run_body(RunDir(path), cfg)
             raise ConfigError(f"model.body: {str(path)!r} is not a transformer directory (no config.json); give a directory written by save_pretrained, a patchbench run, or a hub id")
     return _load_hf_body(str(path) if path is not None else spec, cfg)
 
@@ -254,31 +256,24 @@ def _load_hf_body(source: str, cfg: FPTConfig) -> tuple[nn.Module, Family, str]:
     return body.float(), family, f"{type(body).__name__} from {source} ({kind})"
 
 
-def _load_run_body(path: Path, cfg: FPTConfig) -> tuple[nn.Module, Family, str]:
+def _load_run_body(run: RunDir, cfg: FPTConfig) -> tuple[nn.Module, Family, str]:
     """A patchbench run directory: rebuild its model from config.yaml, load its best or latest weights."""
-    import yaml
     from safetensors.torch import load_model
 
-    from patchbench import registry
-    from patchbench.config import build_dataclass
-    from patchbench.engine.checkpoint import latest_checkpoint
-
-    raw = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    model_raw = dict(raw.get("model") or {}) if isinstance(raw, dict) else {}
+    path = run.path
+    model_raw = dict(run.read_config().get("model") or {})
     name = model_raw.get("name")
-    if name not in ("gpt2", "vit"):
+    if name not in registry.list_models() or registry.get_model(name).base not in ("gpt2", "vit"):
         raise ConfigError(f"model.body: {str(path)!r} is a patchbench run of model {name!r}; fpt can use runs of gpt2 or vit")
-    model_cfg = build_dataclass(registry.get_model(name).config, model_raw, f"{path}/config.yaml: model")
+    model_cfg = registry.build_model_config(model_raw, f"{path}/config.yaml: model")
     model = registry.create_model(model_cfg)
     if cfg.pretrained:
-        best = path / "best" / "model.safetensors"
-        ckpt = latest_checkpoint(path)
-        weights = best if best.is_file() else (ckpt / "model.safetensors" if ckpt is not None else None)
-        if weights is None or not weights.is_file():
+        weights = run.weights()
+        if weights is None:
             raise ConfigError(f"model.body: {str(path)!r} is a patchbench run without weights (no best/ or checkpoint); train it first or use pretrained=false")
         load_model(model, str(weights), strict=True)
     kind = "pretrained" if cfg.pretrained else "random init"
-    if name == "gpt2":
+    if registry.get_model(name).base == "gpt2":
         return model.lm.transformer, family_for("gpt2", str(path)), f"GPT2Model from patchbench run {path} ({kind})"
     for attr in ("patch_embed", "cls_token", "pos_embed", "pos_drop", "blocks", "norm"):
         if not hasattr(model, attr):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 from patchbench.registry import register_model
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from patchbench.adapters.sequence_tokens import SequenceIO, input_layer, output_layer, read_out
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 from patchbench.models.base import count_params
 from patchbench.registry import register_model
 

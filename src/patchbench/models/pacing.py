@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from patchbench.adapters.tokens_to_image import TokensToImage, grid_size
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 from patchbench.registry import register_model
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 from patchbench.registry import register_model
 
 
@@ -38,7 +38,8 @@ class TimmConfig:
             hint = f"close matches: {', '.join(close)}" if close else "see timm.list_models('pattern*')"
             raise ConfigError(f"model.arch: {self.arch!r} is not a timm model; {hint}")
         if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
-            raise ConfigError(f"model.checkpoint: {self.checkpoint!r} is not a file; give a local .safetensors/.pth weights file or leave it empty")
+            raise ConfigError(f"model.checkpoint: {self.checkpoint!r} is not a file; give a local .safetensors/.pth weights "
+                              "file or leave it empty")
 
 
 @dataclass
@@ -59,7 +60,8 @@ class EfficientNetV2B0Config(TimmConfig):
 
     def validate(self) -> None:
         if self.arch != "tf_efficientnetv2_b0":
-            raise ConfigError(f"model.arch: {self.arch!r}; model efficientnetv2_b0 is always tf_efficientnetv2_b0 (use model.name=timm for others)")
+            raise ConfigError(f"model.arch: {self.arch!r}; model efficientnetv2_b0 is always tf_efficientnetv2_b0 (use "
+                              "model.name=timm for others)")
         super().validate()
 
 

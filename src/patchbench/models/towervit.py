@@ -24,11 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from einops.layers.torch import Rearrange
 from torch import nn
 
-from patchbench.config import ConfigError
-from patchbench.models.vit import check_patch
+from patchbench.adapters.patch_embed import PatchEmbed, check_patch
+from patchbench.errors import ConfigError
 from patchbench.registry import register_model
 
 DEFAULT_IMAGE_SIZE = 32  # CIFAR-10 (used when the model is built without a task)
@@ -127,10 +126,7 @@ class StackedViT(nn.Module):
         self.num_tokens = (self.image_size // cfg.patch) ** 2
         self.num_classes = cfg.num_classes
 
-        self.patch_embed = nn.Sequential(
-            nn.Conv2d(self.in_chans, dims[0], kernel_size=cfg.patch, stride=cfg.patch),  # (B, w0, H/p, W/p)
-            Rearrange("b d h w -> b (h w) d"),  # (B, N, w0)
-        )
+        self.patch_embed = PatchEmbed("conv", cfg.patch, self.in_chans, dims[0])  # (B, N, w0)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dims[0]))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens + 1, dims[0])) if getattr(cfg, "add_positions", True) else None
         layers: list[nn.Module] = []

@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from einops.layers.torch import Rearrange
 from torch import nn
 
-from patchbench.config import ConfigError
-from patchbench.registry import register_model
+from patchbench.adapters.patch_embed import PatchEmbed, check_patch, linear_weight_from_conv  # noqa: F401 - re-exported
+from patchbench.errors import ConfigError
+from patchbench.registry import register_model, register_variant
 
 DEFAULT_IMAGE_SIZE = 192  # the seed's (used when the model is built without a task)
 DEFAULT_IN_CHANS = 3
@@ -53,39 +53,6 @@ class ViTConfig:
         if self.dim % self.heads:
             raise ConfigError(f"model.dim: {self.dim} is not divisible by model.heads={self.heads}")
         check_patch(self.patch, self.image_size)
-
-
-def check_patch(patch: int, image_size: int) -> None:
-    """A patch that does not tile the image would silently drop pixels: refuse it."""
-    if image_size and image_size % patch:
-        valid = [p for p in range(2, image_size // 2 + 1) if image_size % p == 0]
-        raise ConfigError(f"model.patch: {patch} does not divide image size {image_size}; valid patch sizes: {', '.join(map(str, valid))}")
-
-
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> (B, N, D) with a Linear over flattened patches or an equivalent strided Conv2d."""
-
-    def __init__(self, kind: str, patch: int, in_chans: int, dim: int):
-        super().__init__()
-        self.kind = kind
-        if kind == "linear":
-            self.proj = nn.Sequential(
-                Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch, p2=patch),  # (B, N, p*p*C)
-                nn.Linear(patch * patch * in_chans, dim),
-            )
-        else:
-            self.proj = nn.Sequential(
-                nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch),  # (B, D, H/p, W/p)
-                Rearrange("b d h w -> b (h w) d"),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)  # (B, N, D)
-
-
-def linear_weight_from_conv(conv: nn.Conv2d) -> torch.Tensor:
-    """The Linear weight (D, p*p*C) that computes what `conv` (D, C, p, p) computes on (p1 p2 c) patches."""
-    return conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
 
 
 class ViT(nn.Module):
@@ -138,3 +105,9 @@ class ViT(nn.Module):
 def vit(cfg: ViTConfig) -> ViT:
     """ViT: linear or conv patch embedding, pre-norm timm blocks, CLS token, learned positions."""
     return ViT(cfg)
+
+
+# The ViT x ConvMixer seed's networks (dim 512, depth 4, 8 heads, MLP ratio 4: ViTConfig's defaults)
+for _patch in (24, 16):
+    for _kind in ("linear", "conv"):
+        register_variant(f"vit{_patch}_{_kind}", "vit", patch=_patch, patch_embed=_kind, dim=512, depth=4, heads=8, mlp_ratio=4.0)

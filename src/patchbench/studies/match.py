@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import yaml
 
 from patchbench import registry
-from patchbench.config import ConfigError
+from patchbench.errors import ConfigError
 from patchbench.models.base import count_params
+from patchbench.recipe import deep_merge, parse_override
 
 
 @dataclass
@@ -62,13 +62,7 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
     """['dim=512', 'depths=[3,3,7,1]'] -> {'dim': 512, 'depths': [3, 3, 7, 1]} (values read as YAML)."""
     out: dict[str, Any] = {}
     for text in items or []:
-        if "=" not in text:
-            raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. dim=512")
-        key, raw = text.split("=", 1)
-        try:
-            out[key] = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            out[key] = raw
+        out = deep_merge(out, parse_override(text, "--set", "dim=512"))
     return out
 
 

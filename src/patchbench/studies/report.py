@@ -16,23 +16,21 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from patchbench.config import ConfigError, save_json
+from patchbench.errors import ConfigError
+from patchbench.rundir import StudyDir, write_json
 
 SEED_SUFFIX = re.compile(r"-s\d+$")
 
 
 def _load_runs(study_dir: Path) -> list[dict[str, Any]]:
     runs = []
-    for run_dir in sorted((study_dir / "runs").glob("*")):
-        summary = run_dir / "summary.json"
-        if not summary.is_file():
+    for run in StudyDir(study_dir).runs():
+        s = run.read_summary()
+        if s is None:
             continue
-        s = json.loads(summary.read_text())
-        s["_dir"] = run_dir
-        s["_config"] = yaml.safe_load((run_dir / "config.yaml").read_text())
-        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        s["_dir"] = run.path
+        s["_config"] = run.read_config()
+        rows = run.read_metrics()
         s["_train"] = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
         s["_val"] = [(r["step"], r) for r in rows if "val_loss" in r]
         runs.append(s)
@@ -151,10 +149,7 @@ def _pivot(rows: list[dict]) -> list[str]:
 
 def write_report(study_dir: Path) -> Path:
     study_dir = Path(study_dir)
-    spec_path = study_dir / "study.yaml"
-    if not spec_path.is_file():
-        raise ConfigError(f"study directory {str(study_dir)!r}: no study.yaml; give a directory written by patchbench study")
-    spec = yaml.safe_load(spec_path.read_text())
+    spec = StudyDir(study_dir).read_spec()
     runs = _load_runs(study_dir)
     order = [r.get("name") for r in spec.get("runs") or []]  # recipe order, seeds after their run
     runs.sort(key=lambda r: (order.index(SEED_SUFFIX.sub("", r["name"])) if SEED_SUFFIX.sub("", r["name"]) in order else len(order), r["name"]))
@@ -260,7 +255,7 @@ def write_report(study_dir: Path) -> Path:
             lines += [f"### {name}", "", "```", text.strip(), "```", ""]
     md = "\n".join(lines)
 
-    save_json([{k: v for k, v in r.items() if k != "samples" and not k.startswith("_")} for r in rows], study_dir / "results.json")
+    write_json([{k: v for k, v in r.items() if k != "samples" and not k.startswith("_")} for r in rows], study_dir / "results.json")
     _write_html(study_dir, title, md, plots)
     tmp = study_dir / "report.md.tmp"
     tmp.write_text(md)

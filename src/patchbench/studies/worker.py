@@ -6,21 +6,18 @@ The study runner starts one worker per run so that every run is measured in a fr
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import yaml
+from patchbench.engine.trainer import train
+from patchbench.errors import PatchbenchError
+from patchbench.recipe import run_config_from_dict
+from patchbench.rundir import RunDir
 
 
 def main(argv: list[str]) -> int:
-    from patchbench.config import ConfigError, run_config_from_dict
-    from patchbench.engine.checkpoint import CheckpointError
-    from patchbench.engine.trainer import train
-
-    run_dir = Path(argv[0])
+    run = RunDir(argv[0])
     try:
-        cfg = run_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        train(cfg, run_dir, resume="--resume" in argv)
-    except (ConfigError, CheckpointError) as e:
+        train(run_config_from_dict(run.read_config()), run.path, resume="--resume" in argv)
+    except PatchbenchError as e:
         print(f"patchbench: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from patchbench.config import ConfigError
 from patchbench.data import synthetic
+from patchbench.errors import ConfigError
 from patchbench.registry import register_task
 from patchbench.tasks.sequence import HeldOutEval, SequenceTask
 

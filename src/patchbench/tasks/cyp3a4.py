@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from patchbench.config import ConfigError
 from patchbench.data.molecules import SmilesTokenizer, random_split, read_smiles_csv, scaffold_split
+from patchbench.errors import ConfigError
 from patchbench.registry import register_task
 from patchbench.tasks.sequence import HeldOutEval, SequenceTask
 
@@ -48,7 +48,8 @@ class Cyp3a4Data(HeldOutEval):
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction: {self.test_fraction} must be between 0 and 1 (exclusive)")
         if self.vocab_size < 3 or self.max_len < 0:
-            raise ConfigError(f"data.vocab_size / data.max_len: need vocab_size >= 3 and max_len >= 0, got {self.vocab_size} / {self.max_len}")
+            raise ConfigError(f"data.vocab_size / data.max_len: need vocab_size >= 3 and max_len >= 0, got {self.vocab_size} "
+                              f"/ {self.max_len}")
 
 
 class Cyp3a4Task(SequenceTask):
@@ -61,7 +62,8 @@ class Cyp3a4Task(SequenceTask):
         d = self.data
         self.mask_padding = d.padding == "mask"
         if not d.path:
-            raise ConfigError("data.path: cyp3a4 needs a CSV of molecules with columns Drug,Y (TDC's ADME CYP3A4_Veith) or smiles,label; point data.path=FILE at it")
+            raise ConfigError("data.path: cyp3a4 needs a CSV of molecules with columns Drug,Y (TDC's ADME CYP3A4_Veith) or "
+                              "smiles,label; point data.path=FILE at it")
         mols = read_smiles_csv(d.path)
         if d.test_path:
             held = read_smiles_csv(d.test_path, "data.test_path")

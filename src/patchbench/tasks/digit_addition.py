@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from patchbench.config import ConfigError
 from patchbench.data import synthetic
-from patchbench.data.images import DataMissing
+from patchbench.data.image_splits import load_image_splits
+from patchbench.errors import ConfigError, DataMissing
 from patchbench.registry import register_task
-from patchbench.tasks.image_patches import load_image_splits
 from patchbench.tasks.sequence import HeldOutEval, SequenceTask
 
 OBJECTIVES = ("regression", "classification")

@@ -17,6 +17,7 @@ train_loss (no host sync per step; this rank's batches only under DDP).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import sys
@@ -30,11 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patchbench.config import ConfigError
-from patchbench.data.images import KINDS, DataMissing, RawDataset, Subset, cifar_normalize, kzl_augment, read_dataset, resolve_transform
+from patchbench.data.cache import default_cache_dir
+from patchbench.data.images import KINDS, RawDataset, Subset, cifar_normalize, kzl_augment, read_dataset, resolve_transform
+from patchbench.errors import ConfigError, DataMissing
+from patchbench.models.base import ImageModel
 from patchbench.registry import register_task
-from patchbench.tasks.base import Task
-from patchbench.tasks.next_token import default_cache_dir
+from patchbench.rundir import RunDir
+from patchbench.tasks.base import Task, evaluating, evaluation
+from patchbench.tasks.image_plots import prediction_grid
 
 
 @dataclass
@@ -60,7 +64,8 @@ class ImageDataConfig:
 
     def validate(self) -> None:
         if resolve_transform(self.transform, self.dataset) == "kzl" and (self.hflip or self.rotate):
-            raise ConfigError(f"data.hflip / data.rotate: the kzl transform (data.transform={self.transform}, for {self.dataset}) already crops, "
+            raise ConfigError(f"data.hflip / data.rotate: the kzl transform (data.transform={self.transform}, for {self.dataset}) "
+                              "already crops, "
                               "flips and rotates; set data.transform=none to use your own augmentation")
         for key in ("dataset", "fallback"):
             value = getattr(self, key)
@@ -105,7 +110,8 @@ class ImageClassificationTask(Task):
         self.classes = raw.classes
         self.transform = resolve_transform(d.transform, self.kind)  # of the dataset actually read (after a fallback)
         if self.transform == "kzl" and raw.train.images.shape[-1] != 3:
-            raise ConfigError(f"data.transform: kzl is CIFAR-10's transform and needs 3-channel images; {self.kind} has {raw.train.images.shape[-1]}; set data.transform=none")
+            raise ConfigError(f"data.transform: kzl is CIFAR-10's transform and needs 3-channel images; {self.kind} has "
+                              f"{raw.train.images.shape[-1]}; set data.transform=none")
         self.train, self.val, self.val_from = self._split(raw)
         self.num_train = len(self.train)
         _, self.height, self.width, self.channels = self.train.shape
@@ -164,9 +170,10 @@ class ImageClassificationTask(Task):
         return model_cfg
 
     def check_model(self, model: nn.Module) -> None:
-        n = getattr(model, "num_classes", None)
-        if n is not None and n != len(self.classes):
-            raise ConfigError(f"model.num_classes: the model predicts {n} classes but {self.kind} has {len(self.classes)}")
+        if not isinstance(model, ImageModel):
+            raise ConfigError(f"model.name: {type(model).__name__} is not an image classifier; image_classification needs an image model")
+        if model.num_classes != len(self.classes):
+            raise ConfigError(f"model.num_classes: the model predicts {model.num_classes} classes but {self.kind} has {len(self.classes)}")
 
     # ---------------------------------------------------------------- batches
     def to_tensor(self, images: np.ndarray, normalize: bool = True) -> torch.Tensor:
@@ -176,7 +183,8 @@ class ImageClassificationTask(Task):
 
     def make_batch(self, ib: np.ndarray) -> dict[str, torch.Tensor]:
         if self.transform == "kzl":  # augment in [0, 1], then normalise (kzl's order)
-            x = kzl_augment(self.to_tensor(self.train.images(ib), normalize=False), np.random.default_rng([self.cfg.train.seed, *map(int, ib)]))
+            rng = np.random.default_rng([self.cfg.train.seed, *map(int, ib)])
+            x = kzl_augment(self.to_tensor(self.train.images(ib), normalize=False), rng)
             return {"x": cifar_normalize(x), "y": torch.from_numpy(self.train.labels[ib])}
         x = self.to_tensor(self.train.images(ib))  # (B, C, H, W)
         if self.data.hflip or self.data.rotate:
@@ -219,10 +227,8 @@ class ImageClassificationTask(Task):
                 out.append(model(x).float())
         return torch.cat(out)
 
-    @torch.no_grad()
+    @evaluation
     def evaluate(self, model: nn.Module, device: torch.device, autocast) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
         bs = self.data.val_batch_size or self.cfg.train.batch_size
         loss = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
@@ -233,7 +239,6 @@ class ImageClassificationTask(Task):
                 logits = model(x).float()
             loss += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(-1) == y).sum()
-        model.train(was_training)
         n = len(self.val)
         out = {"val_loss": loss.item() / n, "val_accuracy": correct.item() / n}
         if self._seen is not None and int(self._seen) > 0:
@@ -257,25 +262,22 @@ class ImageClassificationTask(Task):
         return out
 
     # ---------------------------------------------------------------- extras after training
-    def after_training(self, model: nn.Module, device: torch.device, run_dir: Path) -> Path:
-        """A grid of held-out images with predicted and true labels (RUN/predictions.png), drawn with
-        the best weights when train.keep_best saved them (the seed's "sample inference (best model)")."""
-        from patchbench.studies.image_plots import prediction_grid
-
-        run_dir = Path(run_dir)
-        best = run_dir / "best" / "model.safetensors"
+    def after_training(self, model: nn.Module, device: torch.device, run: RunDir, n: int = 16) -> Path:
+        """A grid of the first `n` held-out images with predicted and true labels (RUN/predictions.png), drawn
+        with the best weights when train.keep_best saved them (the seed's "sample inference (best model)")."""
         title = "final weights"
-        if best.is_file():
-            import copy
-            import json
-
+        best = run.best_weights()
+        if best is not None:
             from safetensors.torch import load_model
 
             model = copy.deepcopy(model)
             load_model(model, str(best))
-            meta = json.loads((run_dir / "best" / "meta.json").read_text())
+            meta = run.best_meta()
             title = f"best weights (step {meta.get('step')}, val_loss {meta.get('val_loss', float('nan')):.4f})"
-        return prediction_grid(self, model, device, run_dir / "predictions.png", title=title)
+        images, labels = self.val.images(slice(0, n)), self.val.labels[:n]
+        with evaluating(model):
+            probs = torch.softmax(self.predict(model, device, images), -1).cpu()  # (n, classes)
+        return prediction_grid(images, labels, probs, self.classes, run.predictions_path, title=title)
 
 
 class _BatchSource(torch.utils.data.Dataset):

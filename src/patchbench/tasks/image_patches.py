@@ -25,28 +25,12 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from patchbench.config import ConfigError
-from patchbench.data.images import Split, cifar_normalize, kzl_augment, read_dataset, resolve_transform
+from patchbench.adapters.patch_embed import check_patch
+from patchbench.data.image_splits import DATASETS, Split, load_image_splits
+from patchbench.data.images import cifar_normalize, kzl_augment, resolve_transform
+from patchbench.errors import ConfigError
 from patchbench.registry import register_task
 from patchbench.tasks.sequence import HeldOutEval, SequenceTask
-
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
-DIGITS_TEST_FRACTION = 0.2
-
-
-def load_image_splits(dataset: str, path: str, download: bool, seed: int) -> tuple[Split, Split, str]:
-    """(train, held-out, description) of one image dataset; datasets without a test split get a seeded one."""
-    if dataset not in DATASETS:
-        raise ConfigError(f"data.dataset: {dataset!r}; valid: {', '.join(DATASETS)}")
-    raw = read_dataset(dataset, path, image_size=0, download=download)
-    if raw.test is not None:
-        return raw.train, raw.test, raw.source
-    perm = np.random.default_rng(seed).permutation(len(raw.train.labels))
-    cut = int(len(perm) * DIGITS_TEST_FRACTION)
-    test_idx, train_idx = np.sort(perm[:cut]), np.sort(perm[cut:])
-    train = Split(raw.train.images[train_idx], raw.train.labels[train_idx])
-    test = Split(raw.train.images[test_idx], raw.train.labels[test_idx])
-    return train, test, f"{raw.source}, seeded {DIGITS_TEST_FRACTION:.0%} held out (seed {seed})"
 
 
 @dataclass
@@ -71,12 +55,6 @@ class ImagePatchesData(HeldOutEval):
             raise ConfigError(f"data.train_limit: must be 0 or more, got {self.train_limit}")
 
 
-def check_patch(k: int, h: int, w: int, what: str) -> None:
-    if h % k or w % k:
-        valid = [p for p in range(1, min(h, w) + 1) if h % p == 0 and w % p == 0]
-        raise ConfigError(f"data.patch_size: {k} does not divide the {h}x{w} images of {what}; valid patch sizes: {', '.join(map(str, valid))}")
-
-
 class ImagePatchesTask(SequenceTask):
     objectives = ("classification",)
     kind = "classify"
@@ -89,14 +67,15 @@ class ImagePatchesTask(SequenceTask):
             keep = np.sort(np.random.default_rng([d.seed, 1]).permutation(len(self.train.labels))[: d.train_limit])
             self.train = Split(self.train.images[keep], self.train.labels[keep])
         _, h, w, c = self.train.images.shape
-        check_patch(d.patch_size, h, w, d.dataset)
+        check_patch(d.patch_size, h, w, key="data.patch_size", what=f"the {h}x{w} images of {d.dataset}")
         self.num_train, self.num_test = len(self.train.labels), len(self.test.labels)
         self.seq_len = (h // d.patch_size) * (w // d.patch_size)
         self.token_dim = d.patch_size * d.patch_size * c
         self.classes = int(max(self.train.labels.max(), self.test.labels.max())) + 1
         self.transform = resolve_transform(d.transform, d.dataset)
         if self.transform == "kzl" and c != 3:
-            raise ConfigError(f"data.transform: kzl is CIFAR-10's transform and needs 3-channel images; {d.dataset} has {c}; set data.transform=none")
+            raise ConfigError(f"data.transform: kzl is CIFAR-10's transform and needs 3-channel images; {d.dataset} has {c}; "
+                              "set data.transform=none")
 
     def pixels(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (B, H, W, C) -> float (B, C, H, W): / 255, then normalised under the kzl transform."""

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from patchbench.config import ConfigError
 from patchbench.data import listops, synthetic
+from patchbench.errors import ConfigError
 from patchbench.registry import register_task
 from patchbench.tasks.sequence import HeldOutEval, SequenceTask
 
@@ -46,9 +46,11 @@ class ListOpsData(HeldOutEval):
     def validate(self) -> None:
         self.validate_eval()
         if self.max_depth < 1 or self.max_args < 2:
-            raise ConfigError(f"data.max_depth / data.max_args: need max_depth >= 1 and max_args >= 2, got {self.max_depth} / {self.max_args}")
+            raise ConfigError(f"data.max_depth / data.max_args: need max_depth >= 1 and max_args >= 2, "
+                              f"got {self.max_depth} / {self.max_args}")
         if not 0 <= self.min_length < self.max_length - 1:
-            raise ConfigError(f"data.min_length / data.max_length: need 0 <= min_length < max_length - 1 (lengths strictly between), got {self.min_length} / {self.max_length}")
+            raise ConfigError(f"data.min_length / data.max_length: need 0 <= min_length < max_length - 1 (lengths strictly between), "
+                              f"got {self.min_length} / {self.max_length}")
         if not 0.0 < self.value_p <= 1.0:
             raise ConfigError(f"data.value_p: {self.value_p} must be in (0, 1]")
         if self.max_len < 0:

@@ -16,7 +16,6 @@ to logit -100, then one of the top k is drawn uniformly, whatever its logit.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,17 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patchbench.config import ConfigError
+from patchbench.data.cache import default_cache_dir
 from patchbench.data.text import EOT, encode_cached, load_tokenizer, read_corpus
+from patchbench.errors import ConfigError
+from patchbench.models.base import TokenModel
 from patchbench.registry import register_task
-from patchbench.tasks.base import Task
+from patchbench.tasks.base import Task, evaluation
 
 SAMPLE_METHODS = ("softmax", "seed")
 SEED_SPACE_TOKEN = "Ġ"  # GPT-2's id 220, which the seed's sampler never emits
-
-
-def default_cache_dir() -> str:
-    return os.environ.get("PATCHBENCH_CACHE", str(Path("~/.cache/patchbench").expanduser()))
 
 
 @dataclass
@@ -78,7 +75,8 @@ class NextTokenTask(Task):
         train_len = n - self.val_len
         if train_len < T + 1 + d.stride:
             need = self.val_len + T + 1 + d.stride
-            raise ConfigError(f"data.context: {T} tokens with {d.val_windows} held-out windows needs a corpus of at least {need} tokens; {d.corpus!r} has {n}")
+            raise ConfigError(f"data.context: {T} tokens with {d.val_windows} held-out windows needs a corpus of at least "
+                              f"{need} tokens; {d.corpus!r} has {n}")
         self.train_starts = np.arange(0, train_len - T, d.stride, dtype=np.int64)  # target s+T < train_len
         self.val_starts = np.arange(train_len, n - T, T, dtype=np.int64)[: d.val_windows]
         self.num_train = len(self.train_starts)
@@ -90,7 +88,8 @@ class NextTokenTask(Task):
         if getattr(model_cfg, "vocab_size", None) == 0:
             changes["vocab_size"] = vocab
         elif model_cfg.vocab_size < vocab:
-            raise ConfigError(f"model.vocab_size: {model_cfg.vocab_size} is smaller than the tokenizer's {vocab} tokens; set model.vocab_size=0 to take the tokenizer's size")
+            raise ConfigError(f"model.vocab_size: {model_cfg.vocab_size} is smaller than the tokenizer's {vocab} tokens; set "
+                              "model.vocab_size=0 to take the tokenizer's size")
         if self.data.context > model_cfg.n_positions:
             raise ConfigError(f"data.context: {self.data.context} exceeds model.n_positions={model_cfg.n_positions}")
         if hasattr(model_cfg, "pad_id") and model_cfg.pad_id < 0 and self.eot_id is not None:
@@ -98,8 +97,11 @@ class NextTokenTask(Task):
         return dataclasses.replace(model_cfg, **changes) if changes else model_cfg
 
     def check_model(self, model: nn.Module) -> None:
-        if self.objective == "causal_lm" and not getattr(model, "causal_lm", False):
-            raise ConfigError(f"task.objective: causal_lm needs a model that predicts every position; {type(model).__name__} predicts the next token only (use last_token)")
+        if not isinstance(model, TokenModel):
+            raise ConfigError(f"model.name: {type(model).__name__} does not take token ids; next_token needs a token model (gpt2, pacing)")
+        if self.objective == "causal_lm" and not model.causal_lm:
+            raise ConfigError(f"task.objective: causal_lm needs a model that predicts every position; {type(model).__name__} "
+                              "predicts the next token only (use last_token)")
 
     def items_per_example(self) -> int:
         return self.data.context
@@ -121,10 +123,8 @@ class NextTokenTask(Task):
             return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         return F.cross_entropy(model(x).float(), y[:, -1])  # (B, V) vs (B,)
 
-    @torch.no_grad()
+    @evaluation
     def evaluate(self, model: nn.Module, device: torch.device, autocast) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
         bs = self.data.val_batch_size or self.cfg.train.batch_size
         total = torch.zeros((), device=device)
         for i in range(0, len(self.val_starts), bs):
@@ -132,7 +132,6 @@ class NextTokenTask(Task):
             with autocast():
                 logits = model(w[:, :-1])
             total += F.cross_entropy(logits.float(), w[:, -1], reduction="sum")
-        model.train(was_training)
         return {"val_loss": total.item() / len(self.val_starts)}
 
     def describe(self) -> dict[str, Any]:
@@ -143,7 +142,7 @@ class NextTokenTask(Task):
         }
 
     # ---------------------------------------------------------------- sampling
-    @torch.no_grad()
+    @evaluation
     def sample(self, model, device, prompt: str, tokens: int, top_k: int, seed: int) -> str:
         # Prime with held-out text so every step sees a full window: under the last-token objective a
         # model is only trained to predict from a full window (GPT-2 at position context-1).

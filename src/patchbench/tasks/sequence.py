@@ -31,8 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from patchbench.adapters.sequence_tokens import SequenceIO
-from patchbench.config import ConfigError
-from patchbench.tasks.base import Task
+from patchbench.errors import ConfigError
+from patchbench.models.base import SequenceModel
+from patchbench.tasks.base import Task, evaluation
 
 TRAIN, TEST = 0, 1
 
@@ -115,11 +116,15 @@ class SequenceTask(Task):
         return fill_io(model_cfg, self.cfg.task.name, **self.io())
 
     def check_model(self, model: nn.Module) -> None:
-        limit = getattr(model, "n_positions", None)
-        if limit is not None and self.seq_len > limit:
-            raise ConfigError(f"task {self.cfg.task.name}: {self.seq_len} tokens per example exceed the model's {limit} positions; {self.shorten_hint()}")
-        if self.variable_length and self.mask_padding and not getattr(model, "masks_padding", False):
-            raise ConfigError(f"task {self.cfg.task.name}: padded variable-length inputs need a body that can mask padding; {type(model).__name__} cannot")
+        if not isinstance(model, SequenceModel):
+            raise ConfigError(f"model.name: {type(model).__name__} does not take token sequences; task {self.cfg.task.name} "
+                              "needs a sequence model")
+        if self.seq_len > model.n_positions:
+            raise ConfigError(f"task {self.cfg.task.name}: {self.seq_len} tokens per example exceed the model's "
+                              f"{model.n_positions} positions; {self.shorten_hint()}")
+        if self.variable_length and self.mask_padding and not model.masks_padding:
+            raise ConfigError(f"task {self.cfg.task.name}: padded variable-length inputs need a body that can mask padding; "
+                              f"{type(model).__name__} cannot")
 
     def shorten_hint(self) -> str:
         return "use larger patches or shorter inputs"
@@ -184,10 +189,8 @@ class SequenceTask(Task):
             idx = np.random.default_rng(seed).choice(self.num_test, size=steps * bs, replace=False)
         return [idx[i:i + bs] for i in range(0, len(idx), bs)]
 
-    @torch.no_grad()
+    @evaluation
     def evaluate(self, model: nn.Module, device: torch.device, autocast) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
         loss = count = correct = abs_err = sq_err = 0.0
         scores, labels = [], []
         for ib in self.eval_batches():
@@ -210,7 +213,6 @@ class SequenceTask(Task):
             if self.kind == "classify" and out.shape[-1] == 2:
                 scores.append(out.softmax(-1)[:, 1].cpu())
                 labels.append(y.cpu())
-        model.train(was_training)
         if self.kind == "regress":
             return {"val_loss": loss / count, "val_mae": abs_err / count, "val_mse": sq_err / count}
         metrics = {"val_loss": loss / count, "val_accuracy": correct / count}

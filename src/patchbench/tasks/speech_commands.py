@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from patchbench.config import ConfigError
 from patchbench.data.speech import load_clip, read_folder
+from patchbench.errors import ConfigError
 from patchbench.registry import register_task
 from patchbench.tasks.sequence import HeldOutEval, SequenceTask
 
@@ -38,11 +38,13 @@ class SpeechCommandsData(HeldOutEval):
         if self.eval_split not in ("testing", "validation"):
             raise ConfigError(f"data.eval_split: {self.eval_split!r}; valid: testing, validation")
         if self.sample_rate < 1000 or self.seconds <= 0:
-            raise ConfigError(f"data.sample_rate / data.seconds: {self.sample_rate} Hz × {self.seconds} s; need at least 1000 Hz and a positive length")
+            raise ConfigError(f"data.sample_rate / data.seconds: {self.sample_rate} Hz × {self.seconds} s; need at least "
+                              "1000 Hz and a positive length")
         samples = round(self.sample_rate * self.seconds)
         if self.patch_size < 1 or samples % self.patch_size:
             valid = [p for p in (10, 16, 20, 25, 40, 50, 80, 100, 160, 200, 400) if samples % p == 0]
-            raise ConfigError(f"data.patch_size: {self.patch_size} does not divide the {samples} samples of a clip ({self.sample_rate} Hz × {self.seconds} s); e.g. {', '.join(map(str, valid))}")
+            raise ConfigError(f"data.patch_size: {self.patch_size} does not divide the {samples} samples of a clip "
+                              f"({self.sample_rate} Hz × {self.seconds} s); e.g. {', '.join(map(str, valid))}")
 
 
 class SpeechCommandsTask(SequenceTask):

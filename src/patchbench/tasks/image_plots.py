@@ -1,5 +1,5 @@
 """Pictures of an image classifier's behaviour: a grid of held-out images with predicted and true labels
-(the Visual Transformers seed's "sample inference" figure)."""
+(the Visual Transformers seed's "sample inference" figure). Drawing only: the task predicts."""
 
 from __future__ import annotations
 
@@ -7,26 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 
-def prediction_grid(task, model: nn.Module, device: torch.device, path: str | Path, n: int = 16, title: str = "") -> Path:
-    """Draw the first `n` held-out images of `task` with the model's prediction (green when right, red
-    when wrong) and the true label; write a PNG to `path` and return it. Deterministic: same images."""
+def prediction_grid(images: np.ndarray, labels: np.ndarray, probs: torch.Tensor, names: list[str], path: str | Path,
+                    title: str = "") -> Path:
+    """Draw `images` (N, H, W, C) uint8 with the predicted class of `probs` (N, classes) (green when right,
+    red when wrong) and the true label; write a PNG to `path` and return it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    images, labels = task.val.images(slice(0, n)), task.val.labels[:n]
-    was_training = model.training
-    model.eval()
-    logits = task.predict(model, device, images)  # (n, classes)
-    model.train(was_training)
-    probs = torch.softmax(logits, -1).cpu()
     pred = probs.argmax(-1).numpy()
-    names = task.classes
 
     cols = int(np.ceil(np.sqrt(len(images))))
     rows = int(np.ceil(len(images) / cols))
