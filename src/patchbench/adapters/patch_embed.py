@@ -2,14 +2,12 @@
 
 Every patch token is laid out (p1 p2 c): rows of the patch, then columns, then channels. ViT's linear
 embedding, its conv embedding (an equivalent strided Conv2d), TowerViT's conv embedding and the
-image_patches task's raw tokens all use this layout.
+image_patches task's raw tokens (ImagePatchesTask.tokens) all use this layout.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
-from einops import rearrange
 from einops.layers.torch import Rearrange
 from torch import nn
 
@@ -25,11 +23,6 @@ def check_patch(patch: int, height: int, width: int | None = None, *, key: str =
     valid = [p for p in range(1, min(height, width) + 1) if height % p == 0 and width % p == 0]
     where = what or (f"image size {height}" if height == width else f"the {height}x{width} images")
     raise ConfigError(f"{key}: {patch} does not divide {where}; valid patch sizes: {', '.join(map(str, valid))}")
-
-
-def image_to_patches(image: np.ndarray, patch: int) -> np.ndarray:
-    """One (H, W, C) image -> (N, p*p*C) tokens, N = (H/p)(W/p)."""
-    return rearrange(image, "(h p1) (w p2) c -> (h w) (p1 p2 c)", p1=patch, p2=patch)
 
 
 class PatchEmbed(nn.Module):
