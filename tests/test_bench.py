@@ -12,11 +12,14 @@ import torch
 from torch import nn
 
 from patchbench import registry
-from patchbench.bench.harness import Subject, count_flops, measure, time_windows
+from patchbench.bench.harness import measure
 from patchbench.bench.peaks import gpu_peak
 from patchbench.bench.reference import HFGPT2Reference, SeedStylePacing
+from patchbench.bench.subject import Subject
 from patchbench.bench.sweep import largest_fitting
+from patchbench.bench.timing import time_windows
 from patchbench.cli import main
+from patchbench.engine.flops import infer_flops_per_sample, train_flops_per_sample
 
 TINY_GPT2 = {"vocab_size": 100, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 2, "dropout": 0.0}
 TINY_PACING = {"vocab_size": 100, "n_positions": 16, "patch": 8, "depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]}
@@ -36,8 +39,8 @@ def test_gpt2_flops_match_the_formula(attn):
     model = registry.create_model("gpt2", **TINY_GPT2, attn_implementation=attn)
     x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B,))
     forward = L * (24 * B * T * C * C + 4 * B * T * T * C) + 2 * B * C * V
-    assert count_flops(model, x, y, train=False) == forward  # sdpa on CPU needs our formula for its kernel
-    assert count_flops(model, x, y, train=True) == 3 * forward
+    assert infer_flops_per_sample(model, x) * B == forward  # sdpa on CPU needs our formula for its kernel
+    assert train_flops_per_sample(model, x, y) * B == 3 * forward
 
 
 def test_cnn_flops_match_the_formula():
@@ -58,8 +61,8 @@ def test_cnn_flops_match_the_formula():
     conv2 = 2 * B * 16 * 4 * 4 * 8 * 9
     linear = 2 * B * 16 * 10
     forward = conv1 + depthwise + conv2 + linear
-    assert count_flops(model, x, y, train=False) == forward
-    assert count_flops(model, x, y, train=True) == forward + conv1 + 2 * (depthwise + conv2 + linear)
+    assert infer_flops_per_sample(model, x) * B == forward
+    assert train_flops_per_sample(model, x, y) * B == forward + conv1 + 2 * (depthwise + conv2 + linear)
 
 
 # --------------------------------------------------------------------------------------------------

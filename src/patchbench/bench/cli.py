@@ -108,7 +108,8 @@ def run_job_somewhere(job: dict[str, Any], in_process: bool) -> dict[str, Any]:
 
 def run(args) -> int:
     from patchbench import registry
-    from patchbench.bench.harness import BenchSpec, resolve_dtype
+    from patchbench.bench.harness import bench_precision
+    from patchbench.bench.subject import BenchSpec
     from patchbench.bench.sweep import default_budget_bytes, parse_sweep, plot_sweep
     from patchbench.engine.measure import resolve_device
 
@@ -118,7 +119,7 @@ def run(args) -> int:
         raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
     overrides = model_overrides(args.set, args.models)
     device = resolve_device(args.device)
-    resolve_dtype(args.dtype, device)
+    bench_precision(args.dtype, device)
     sweep_field, values = parse_sweep(*args.sweep) if args.sweep else (None, [None])
     if args.max_batch and sweep_field == "batch_size":
         raise ConfigError("--max-batch with --sweep batch-size: choose one; --max-batch finds the batch itself")
@@ -177,7 +178,8 @@ def run(args) -> int:
 def measure_point(spec, args, budget: int, sweep_field: str | None) -> dict[str, Any]:
     """One model at one setting: (largest batch,) then the measurement, each in its own process.
     Outside a sweep a config error ends the command; inside one it becomes a row that says why."""
-    from patchbench.bench.harness import configure, memory_key
+    from patchbench.bench.harness import memory_key
+    from patchbench.bench.subject import configure
 
     label = spec.model + (f" {sweep_field}={getattr(spec, sweep_field)}" if sweep_field else "")
 

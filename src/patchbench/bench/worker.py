@@ -14,18 +14,10 @@ from typing import Any
 
 import torch
 
-from patchbench.bench.harness import (
-    BenchSpec,
-    Subject,
-    add_mfu,
-    bench_model,
-    build_subject,
-    measure,
-    memory_key,
-    release_memory,
-    resolve_device,
-)
+from patchbench.bench.harness import add_mfu, bench_model, measure, memory_key
+from patchbench.bench.subject import BenchSpec, Subject, build_subject
 from patchbench.config import ConfigError
+from patchbench.engine.measure import release_memory, resolve_device
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
