@@ -30,15 +30,23 @@ CPU = torch.device("cpu")
 # FLOPs
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_gpt2_flops_match_the_formula(attn):
+@pytest.mark.parametrize("impl", [{"forward_impl": "transformers", "attn_implementation": "sdpa"},
+                                  {"forward_impl": "transformers", "attn_implementation": "eager"},
+                                  {"forward_impl": "patchbench"}])
+def test_gpt2_flops_match_the_formula(impl):
     """Per layer: qkv 2·B·T·C·3C + proj 2·B·T·C·C + MLP 2·(2·B·T·C·4C) = 24·B·T·C², attention
     QKᵀ and AV 2·(2·B·T·T·C) = 4·B·T²·C (full T×T, causal not discounted); head on the last position
-    only: 2·B·C·V. Training = forward + backward = 3 × forward (every matmul's input needs a gradient)."""
+    only: 2·B·C·V. patchbench's forward runs the last block for the last position only: keys and values
+    4·B·T·C², the rest (q, proj, MLP) 20·B·C², attention of one query 4·B·T·C. Training = forward +
+    backward = 3 × forward (every matmul's input needs a gradient)."""
     B, T, C, L, V = 2, 32, 32, 2, 100
-    model = registry.create_model("gpt2", **TINY_GPT2, attn_implementation=attn)
+    model = registry.create_model("gpt2", **TINY_GPT2, **impl)
     x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B,))
-    forward = L * (24 * B * T * C * C + 4 * B * T * T * C) + 2 * B * C * V
+    layer = 24 * B * T * C * C + 4 * B * T * T * C
+    if impl["forward_impl"] == "patchbench":
+        forward = (L - 1) * layer + 4 * B * T * C * C + 20 * B * C * C + 4 * B * T * C + 2 * B * C * V
+    else:
+        forward = L * layer + 2 * B * C * V
     assert infer_flops_per_sample(model, x) * B == forward  # sdpa on CPU needs our formula for its kernel
     assert train_flops_per_sample(model, x, y) * B == 3 * forward
 
