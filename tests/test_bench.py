@@ -196,8 +196,35 @@ def test_bench_cli_with_reference(tmp_path):
         assert ref["max_abs_diff"] < 1e-4  # same weights, same function
         assert ref["train_speedup"] == pytest.approx(r["train_samples_per_s"] / ref["train_samples_per_s"])
     assert rows[1]["reference"]["flops_infer_per_sample"] > rows[1]["flops_infer_per_sample"]  # the seed's full readout
+    hf, nano = rows[0]["references"]  # GPT-2: transformers' model, then the nanoGPT-style step
+    assert hf == rows[0]["reference"] and nano["name"].startswith("nanoGPT-style") and nano["max_abs_diff"] < 1e-4
+    assert nano["params"] == rows[0]["params"]
+    assert nano["train_speedup"] == pytest.approx(rows[0]["train_samples_per_s"] / nano["train_samples_per_s"])
     md = (out / "bench.md").read_text()
-    assert "seed-style PACING" in md and "GPT2LMHeadModel" in md
+    assert "seed-style PACING" in md and "GPT2LMHeadModel" in md and "nanoGPT-style" in md
+
+
+def test_bench_causal_lm_objective(tmp_path):
+    out = tmp_path / "c"
+    assert main(["bench", "gpt2", "--batch-size", "2", "--seq-len", "16", "--objective", "causal_lm", "--in-process",
+                 "--no-inference", *_sets()[:10], *QUICK, "--out", str(out)]) == 0
+    row = json.loads((out / "bench.json").read_text())["rows"][0]
+    assert row["objective"] == "causal_lm"
+    B, T, C, L, V = 1, 16, 32, 2, 100  # every position through every block, the head on every position
+    assert row["flops_train_per_sample"] == 3 * (L * (24 * B * T * C * C + 4 * B * T * T * C) + 2 * B * T * C * V)
+
+
+def test_nanogpt_style_reference_matches_gpt2():
+    """Written from GPT-2's definition over patchbench's weights: the same logits, last position and every one."""
+    from patchbench.bench.reference import NanoGPTStyle
+
+    model = registry.create_model("gpt2", **TINY_GPT2).eval()
+    ref = NanoGPTStyle(model).eval()
+    assert sum(p.numel() for p in ref.parameters()) == sum(p.numel() for p in model.parameters())  # tied head
+    x = torch.randint(0, 100, (2, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(ref(x), model(x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(ref(x, all_positions=True), model(x, all_positions=True), rtol=0, atol=1e-5)
 
 
 def test_bench_sweep_and_pacing_grid(tmp_path):
@@ -250,6 +277,8 @@ def test_bench_image_models_and_timm_references(tmp_path):
     (["bench", "gpt2", "--sweep", "depth", "1,2"], "valid keys: seq-len, image-size, batch-size"),
     (["bench", "gpt2", "--sweep", "batch-size", "1,2", "--max-batch"], "choose one"),
     (["bench", "pacing", "--seq-len", "100", "--set", "n_positions=64"], "exceeds n_positions"),
+    (["bench", "pacing", "--objective", "causal_lm", "--set", "patch=4", "--set", "n_positions=64", "--set", "depths=[1,1,1,1]",
+      "--set", "dims=[8,16,32,64]", "--set", "vocab_size=50"], "predicts only the token after the window"),
 ])
 def test_bench_bad_input_is_one_line(argv, message, capsys, tmp_path):
     assert main([*argv, "--in-process", "--out", str(tmp_path), "--peak-tflops", "1"]) == 2

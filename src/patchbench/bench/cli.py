@@ -42,7 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model config override for every model (n_layer=4) or one (gpt2.n_layer=4)")
     p.add_argument("--vocab-size", type=int, default=50257, help="vocabulary where a config says 0 (= from the tokenizer)")
     p.add_argument("--num-classes", type=int, default=10, help="classes where an image config says 0 (= from the task)")
-    p.add_argument("--reference", action="store_true", help="also measure the off-the-shelf implementation, same process and inputs")
+    p.add_argument("--objective", choices=["last_token", "causal_lm"], default="last_token",
+                   help="tokens models: loss on the token after the window, or on every position (causal LMs)")
+    p.add_argument("--reference", action="store_true",
+                   help="also measure the off-the-shelf implementation(s), same process and inputs (GPT-2: transformers and nanoGPT-style)")
     p.add_argument("--reference-dtype", choices=["fp32", "same"], default="fp32",
                    help="the reference's precision: fp32 (as its users run it) or the same autocast as --dtype")
     p.add_argument("--no-inference", action="store_true", help="skip the inference measurement")
@@ -152,7 +155,7 @@ def run(args) -> int:
                 image_size=args.image_size, dtype=args.dtype, compile=args.compile, channels_last=args.channels_last,
                 warmup=args.warmup, steps=args.steps, windows=args.windows, inference=not args.no_inference,
                 device=args.device, vocab_size=args.vocab_size, num_classes=args.num_classes, peak=peak,
-                peak_tflops=args.peak_tflops, threads=args.threads,
+                peak_tflops=args.peak_tflops, threads=args.threads, objective=args.objective,
             )
             if sweep_field:
                 spec = dataclasses.replace(spec, **{sweep_field: value})
@@ -208,8 +211,9 @@ def measure_point(spec, args, budget: int, sweep_field: str | None) -> dict[str,
         row["max_batch_search"] = {k: found[k] for k in ("max_batch", "limit_reached", "trials", "budget_bytes")}
     key = memory_key(row["device"])
     row["memory_mib"] = row[key] / 2**20
-    if (row.get("reference") or {}).get(key):
-        row["reference"]["memory_mib"] = row["reference"][key] / 2**20
+    for ref in row.get("references") or ([row["reference"]] if row.get("reference") else []):
+        if ref.get(key):
+            ref["memory_mib"] = ref[key] / 2**20
     print(one_line(label, row), flush=True)
     return row
 
@@ -242,9 +246,9 @@ def one_line(label: str, r: dict[str, Any]) -> str:
     s = (f"{label}: train {_rate(r['train_samples_per_s'])} samples/s (±{100 * r['train_spread']:.0f}%), "
          f"{_rate(r['train_items_per_s'])} {r['item']}/s, peak {_mib(r.get('train_peak_allocated_bytes', r.get('train_peak_rss_bytes')))} MiB, "
          f"MFU {_pct(r.get('train_mfu'))}")
-    ref = r.get("reference") or {}
-    if ref.get("train_speedup"):
-        s += f"; vs {ref['name']}: ×{ref['train_speedup']:.2f} speed, ×{ref['memory_ratio']:.2f} memory"
+    for ref in r.get("references") or [r.get("reference") or {}]:
+        if ref.get("train_speedup"):
+            s += f"; vs {ref['name']}: ×{ref['train_speedup']:.2f} speed, ×{ref['memory_ratio']:.2f} memory"
     return s
 
 
@@ -288,8 +292,7 @@ def tables(rows: list[dict[str, Any]], sweep_field: str | None) -> str:
         out += ("\n| model | reference | ref params | ref train samples/s | ref infer samples/s | ref peak MiB | "
                 "train speed × | infer speed × | memory × | max |Δ| of outputs |\n"
                 "|---|---|---|---|---|---|---|---|---|---|\n")
-        for r in refs:
-            f = r["reference"]
+        for r, f in ((r, f) for r in refs for f in r.get("references") or [r["reference"]]):
             if not f.get("name"):
                 out += f"| {r['model']} | {f.get('why')} | | | | | | | | |\n"
                 continue

@@ -40,18 +40,26 @@ def _run(job: dict[str, Any], spec: BenchSpec) -> dict[str, Any]:
         raise ConfigError(f"bench job kind {job['kind']!r}; valid: bench, max_batch")
     row = bench_model(spec)
     if job.get("reference"):
-        row["reference"] = reference_row(spec, row, same_dtype=job.get("reference_dtype") == "same")
+        row["references"] = reference_rows(spec, row, same_dtype=job.get("reference_dtype") == "same")
+        row["reference"] = row["references"][0]  # the off-the-shelf implementation
     return row
 
 
-def reference_row(spec: BenchSpec, ours: dict[str, Any], same_dtype: bool = False) -> dict[str, Any]:
-    """The reference measured in this process on the same inputs, plus ours ÷ reference ratios.
+def reference_rows(spec: BenchSpec, ours: dict[str, Any], same_dtype: bool = False) -> list[dict[str, Any]]:
+    """Every reference of the model (GPT-2: transformers' model, then the nanoGPT-style step), one at a time."""
+    from patchbench.bench.reference import n_references
+
+    return [reference_row(spec, ours, same_dtype, index=i) for i in range(n_references(spec.model))]
+
+
+def reference_row(spec: BenchSpec, ours: dict[str, Any], same_dtype: bool = False, index: int = 0) -> dict[str, Any]:
+    """Reference number `index` measured in this process on the same inputs, plus ours ÷ reference ratios.
     same_dtype: run it under the same autocast dtype as ours (default: fp32, as its users run it)."""
-    from patchbench.bench.reference import build_reference
+    from patchbench.bench.reference import build_references
 
     device = resolve_device(spec.device)
     subject = build_subject(spec, device)  # same seed: the same weights and inputs as the measured model
-    ref, desc, same_weights = build_reference(spec.model, subject.model, subject.config, subject.modality)
+    ref, desc, same_weights = build_references(spec.model, subject.model, subject.config, subject.modality)[index]
     if ref is None:
         return {"name": None, "why": desc}
     if same_dtype and spec.dtype != "fp32":
