@@ -292,7 +292,7 @@ def tables(rows: list[dict[str, Any]], sweep_field: str | None) -> str:
         out += ("\n| model | reference | ref params | ref train samples/s | ref infer samples/s | ref peak MiB | "
                 "train speed × | infer speed × | memory × | max |Δ| of outputs |\n"
                 "|---|---|---|---|---|---|---|---|---|---|\n")
-        for r, f in ((r, f) for r in refs for f in r.get("references") or [r["reference"]]):
+        for r, f in [(row, f) for row in refs for f in row.get("references") or [row["reference"]]]:
             if not f.get("name"):
                 out += f"| {r['model']} | {f.get('why')} | | | | | | | | |\n"
                 continue
