@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reference-dtype", choices=["fp32", "same"], default="fp32",
                    help="the reference's precision: fp32 (as its users run it) or the same autocast as --dtype")
     p.add_argument("--no-inference", action="store_true", help="skip the inference measurement")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of timing: a roofline account of the training step per stage (FLOPs, bytes, profiler time; CPU fp32) in OUT/profile.md")
     p.add_argument("--sweep", nargs=2, metavar=("KEY", "VALUES"), help="seq-len | image-size | batch-size and comma-separated values")
     p.add_argument("--max-batch", action="store_true", help="find the largest batch that fits (per sweep point) and measure at it")
     p.add_argument("--max-batch-limit", type=int, default=4096)
@@ -147,6 +149,9 @@ def run(args) -> int:
         budget = int(args.mem_budget * 2**30) if args.mem_budget > 0 else default_budget_bytes()
         print(f"CPU memory budget for --max-batch: {budget / 2**30:.1f} GiB of peak RSS", flush=True)
 
+    if args.profile:
+        return run_profile(args, overrides, peak, out)
+
     rows = []
     for value in values:
         for name in args.models:
@@ -175,6 +180,31 @@ def run(args) -> int:
     (out / "bench.md").write_text(text)
     print("\n" + text)
     print(f"saved {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0
+
+
+def run_profile(args, overrides: dict[str, dict[str, Any]], peak: list | None, out: Path) -> int:
+    """--profile: one fresh process per model; OUT/profile.md and OUT/profile.json."""
+    from patchbench.bench.subject import BenchSpec, configure
+
+    if args.sweep or args.max_batch or args.reference:
+        raise ConfigError("--profile: a single measurement; drop --sweep, --max-batch and --reference")
+    results, text = [], ""
+    for name in args.models:
+        spec = BenchSpec(model=name, overrides=overrides[name], batch_size=args.batch_size, seq_len=args.seq_len,
+                         image_size=args.image_size, dtype=args.dtype, compile=args.compile, channels_last=args.channels_last,
+                         steps=args.steps, device=args.device, vocab_size=args.vocab_size, num_classes=args.num_classes,
+                         peak=peak, peak_tflops=args.peak_tflops, threads=args.threads, objective=args.objective)
+        configure(spec)
+        r = run_job_somewhere({"kind": "profile", "spec": dataclasses.asdict(spec)}, args.in_process)
+        if "error" in r:
+            raise ConfigError(r["error"])
+        results.append(r)
+        text += f"## {name}\n\n{r['device_name']}; torch {r['torch']}; peak: {r['peak_source']}.\n\n{r['table']}\n"
+    (out / "profile.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2, default=str))
+    (out / "profile.md").write_text(text)
+    print("\n" + text)
+    print(f"saved {out / 'profile.md'} and {out / 'profile.json'}")
     return 0
 
 

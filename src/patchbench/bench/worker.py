@@ -36,13 +36,41 @@ def _run(job: dict[str, Any], spec: BenchSpec) -> dict[str, Any]:
         from patchbench.bench.sweep import find_max_batch
 
         return find_max_batch(spec, limit=job.get("limit", 4096), budget_bytes=job.get("budget_bytes", 0))
+    if job["kind"] == "profile":
+        return profile_job(spec)
     if job["kind"] != "bench":
-        raise ConfigError(f"bench job kind {job['kind']!r}; valid: bench, max_batch")
+        raise ConfigError(f"bench job kind {job['kind']!r}; valid: bench, max_batch, profile")
     row = bench_model(spec)
     if job.get("reference"):
         row["references"] = reference_rows(spec, row, same_dtype=job.get("reference_dtype") == "same")
         row["reference"] = row["references"][0]  # the off-the-shelf implementation
     return row
+
+
+def profile_job(spec: BenchSpec) -> dict[str, Any]:
+    """The roofline account of one training step (bench/roofline.py) as rows and a markdown table."""
+    from patchbench.bench.harness import bench_optimizer, prepare
+    from patchbench.bench.peaks import peak_flops
+    from patchbench.bench.roofline import copy_bandwidth, profile_step, profile_table
+    from patchbench.engine.measure import device_name
+
+    device = resolve_device(spec.device)
+    if device.type != "cpu" or spec.dtype != "fp32" or spec.compile:
+        raise ConfigError("--profile: the stage account runs eager fp32 on CPU; use --device cpu --dtype fp32 without --compile")
+    if spec.objective != "last_token":
+        raise ConfigError("--profile: the stage account follows the last_token objective; drop --objective causal_lm")
+    subject = build_subject(spec, device)
+    model, x, y = prepare(subject.model, subject.x, subject.y, device, spec.channels_last)
+    peak, source = spec.peak if spec.peak else peak_flops(device, spec.dtype, spec.peak_tflops)
+    bandwidth = copy_bandwidth()
+    try:
+        rows = profile_step(spec.model, model, x, y, peak=peak, bandwidth=bandwidth, steps=max(spec.steps, 3),
+                            optimizer=bench_optimizer(model, device))
+    except ValueError as e:
+        raise ConfigError(f"--profile: {e}") from None
+    return {"model": spec.model, "stages": rows, "peak_flops": peak, "peak_source": source, "bandwidth": bandwidth,
+            "device_name": device_name(device), "torch": torch.__version__,
+            "table": profile_table(rows, peak, bandwidth, spec.batch_size)}
 
 
 def reference_rows(spec: BenchSpec, ours: dict[str, Any], same_dtype: bool = False) -> list[dict[str, Any]]:
