@@ -303,3 +303,34 @@ def test_engine_channels_last_trains_pacing(corpus, tmp_path):
     rows = [[json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "ab"]
     losses = [[r.get("train_loss", r.get("val_loss")) for r in run] for run in rows]
     assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-4)  # same math, other memory layout
+
+
+# --------------------------------------------------------------------------------------------------
+# --profile: the roofline account
+
+
+@pytest.mark.parametrize("name,kw", [("pacing", TINY_PACING), ("pacing", {**TINY_PACING, "forward_impl": "timm"}), ("gpt2", TINY_GPT2)])
+def test_profile_stages_compose_the_model(name, kw):
+    """The stages, run one after another, are the model's forward; their FLOPs add up to the whole step's."""
+    from patchbench.bench.roofline import model_stages, profile_step
+    from patchbench.engine.flops import train_flops_per_sample
+
+    torch.manual_seed(0)
+    model = registry.create_model(name, **kw).eval()
+    x, y = torch.randint(0, 100, (2, 16)), torch.randint(0, 100, (2,))
+    h = x
+    for _, fn in model_stages(name, model):
+        h = fn(h)
+    torch.testing.assert_close(h, model(x), rtol=0, atol=1e-6)
+    rows = profile_step(name, model, x, y, peak=1e11, bandwidth=1e10, steps=1)
+    assert sum(r["flops"] for r in rows) == train_flops_per_sample(model, x, y) * 2
+    assert all(r["time_s"] > 0 for r in rows) and all(r["bytes"] > 0 for r in rows)
+    assert {r["stage"] for r in rows} >= {"loss", "AdamW step"}
+
+
+def test_bench_profile_cli(tmp_path):
+    out = tmp_path / "p"
+    assert main(["bench", "pacing", "--profile", "--in-process", "--batch-size", "2", "--seq-len", "16", *_sets()[10:],
+                 "--set", "vocab_size=100", *QUICK, "--out", str(out)]) == 0
+    md = (out / "profile.md").read_text()
+    assert "stage 3 (1 blocks)" in md and "roofline bound" in md and "AdamW step" in md

@@ -164,9 +164,9 @@ def profile_step(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
                     h = fn(h_in)
                 else:
                     box = {}
-                    counting[label]["forward flops"] = count_flops(lambda: box.setdefault("o", fn(h_in)))
+                    counting[label]["forward flops"] = count_flops(lambda fn=fn, h_in=h_in, box=box: box.setdefault("o", fn(h_in)))
                     h = box["o"]
-                    counting[label]["forward bytes"] = count_bytes(lambda: fn(h_in))
+                    counting[label]["forward bytes"] = count_bytes(lambda fn=fn, h_in=h_in: fn(h_in))
             inputs.append(h_in)
             outputs.append(h)
         grad = None
