@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from patchbench.config import OptimConfig
-from patchbench.errors import ConfigError
 from patchbench.engine.flops import infer_flops_per_sample, train_flops_per_sample
 from patchbench.engine.measure import (
     current_memory_bytes,
@@ -35,6 +34,7 @@ from patchbench.engine.measure import (
 )
 from patchbench.engine.optim import build_optimizer
 from patchbench.engine.precision import autocast_factory, resolve_precision
+from patchbench.errors import ConfigError
 from patchbench.models.base import count_params
 
 from .subject import BenchSpec, Subject, build_subject, loss_fn
