@@ -12,11 +12,14 @@ import torch
 from torch import nn
 
 from patchbench import registry
-from patchbench.bench.harness import Subject, count_flops, measure, time_windows
+from patchbench.bench.harness import measure
 from patchbench.bench.peaks import gpu_peak
 from patchbench.bench.reference import HFGPT2Reference, SeedStylePacing
+from patchbench.bench.subject import Subject
 from patchbench.bench.sweep import largest_fitting
+from patchbench.bench.timing import time_windows
 from patchbench.cli import main
+from patchbench.engine.flops import infer_flops_per_sample, train_flops_per_sample
 
 TINY_GPT2 = {"vocab_size": 100, "n_positions": 32, "n_embd": 32, "n_layer": 2, "n_head": 2, "dropout": 0.0}
 TINY_PACING = {"vocab_size": 100, "n_positions": 16, "patch": 8, "depths": [1, 1, 1, 1], "dims": [8, 16, 32, 64]}
@@ -27,17 +30,25 @@ CPU = torch.device("cpu")
 # FLOPs
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_gpt2_flops_match_the_formula(attn):
+@pytest.mark.parametrize("impl", [{"forward_impl": "transformers", "attn_implementation": "sdpa"},
+                                  {"forward_impl": "transformers", "attn_implementation": "eager"},
+                                  {"forward_impl": "patchbench"}])
+def test_gpt2_flops_match_the_formula(impl):
     """Per layer: qkv 2·B·T·C·3C + proj 2·B·T·C·C + MLP 2·(2·B·T·C·4C) = 24·B·T·C², attention
     QKᵀ and AV 2·(2·B·T·T·C) = 4·B·T²·C (full T×T, causal not discounted); head on the last position
-    only: 2·B·C·V. Training = forward + backward = 3 × forward (every matmul's input needs a gradient)."""
+    only: 2·B·C·V. patchbench's forward runs the last block for the last position only: keys and values
+    4·B·T·C², the rest (q, proj, MLP) 20·B·C², attention of one query 4·B·T·C. Training = forward +
+    backward = 3 × forward (every matmul's input needs a gradient)."""
     B, T, C, L, V = 2, 32, 32, 2, 100
-    model = registry.create_model("gpt2", **TINY_GPT2, attn_implementation=attn)
+    model = registry.create_model("gpt2", **TINY_GPT2, **impl)
     x, y = torch.randint(0, V, (B, T)), torch.randint(0, V, (B,))
-    forward = L * (24 * B * T * C * C + 4 * B * T * T * C) + 2 * B * C * V
-    assert count_flops(model, x, y, train=False) == forward  # sdpa on CPU needs our formula for its kernel
-    assert count_flops(model, x, y, train=True) == 3 * forward
+    layer = 24 * B * T * C * C + 4 * B * T * T * C
+    if impl["forward_impl"] == "patchbench":
+        forward = (L - 1) * layer + 4 * B * T * C * C + 20 * B * C * C + 4 * B * T * C + 2 * B * C * V
+    else:
+        forward = L * layer + 2 * B * C * V
+    assert infer_flops_per_sample(model, x) * B == forward  # sdpa on CPU needs our formula for its kernel
+    assert train_flops_per_sample(model, x, y) * B == 3 * forward
 
 
 def test_cnn_flops_match_the_formula():
@@ -58,8 +69,8 @@ def test_cnn_flops_match_the_formula():
     conv2 = 2 * B * 16 * 4 * 4 * 8 * 9
     linear = 2 * B * 16 * 10
     forward = conv1 + depthwise + conv2 + linear
-    assert count_flops(model, x, y, train=False) == forward
-    assert count_flops(model, x, y, train=True) == forward + conv1 + 2 * (depthwise + conv2 + linear)
+    assert infer_flops_per_sample(model, x) * B == forward
+    assert train_flops_per_sample(model, x, y) * B == forward + conv1 + 2 * (depthwise + conv2 + linear)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,8 +196,35 @@ def test_bench_cli_with_reference(tmp_path):
         assert ref["max_abs_diff"] < 1e-4  # same weights, same function
         assert ref["train_speedup"] == pytest.approx(r["train_samples_per_s"] / ref["train_samples_per_s"])
     assert rows[1]["reference"]["flops_infer_per_sample"] > rows[1]["flops_infer_per_sample"]  # the seed's full readout
+    hf, nano = rows[0]["references"]  # GPT-2: transformers' model, then the nanoGPT-style step
+    assert hf == rows[0]["reference"] and nano["name"].startswith("nanoGPT-style") and nano["max_abs_diff"] < 1e-4
+    assert nano["params"] == rows[0]["params"]
+    assert nano["train_speedup"] == pytest.approx(rows[0]["train_samples_per_s"] / nano["train_samples_per_s"])
     md = (out / "bench.md").read_text()
-    assert "seed-style PACING" in md and "GPT2LMHeadModel" in md
+    assert "seed-style PACING" in md and "GPT2LMHeadModel" in md and "nanoGPT-style" in md
+
+
+def test_bench_causal_lm_objective(tmp_path):
+    out = tmp_path / "c"
+    assert main(["bench", "gpt2", "--batch-size", "2", "--seq-len", "16", "--objective", "causal_lm", "--in-process",
+                 "--no-inference", *_sets()[:10], *QUICK, "--out", str(out)]) == 0
+    row = json.loads((out / "bench.json").read_text())["rows"][0]
+    assert row["objective"] == "causal_lm"
+    B, T, C, L, V = 1, 16, 32, 2, 100  # every position through every block, the head on every position
+    assert row["flops_train_per_sample"] == 3 * (L * (24 * B * T * C * C + 4 * B * T * T * C) + 2 * B * T * C * V)
+
+
+def test_nanogpt_style_reference_matches_gpt2():
+    """Written from GPT-2's definition over patchbench's weights: the same logits, last position and every one."""
+    from patchbench.bench.reference import NanoGPTStyle
+
+    model = registry.create_model("gpt2", **TINY_GPT2).eval()
+    ref = NanoGPTStyle(model).eval()
+    assert sum(p.numel() for p in ref.parameters()) == sum(p.numel() for p in model.parameters())  # tied head
+    x = torch.randint(0, 100, (2, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(ref(x), model(x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(ref(x, all_positions=True), model(x, all_positions=True), rtol=0, atol=1e-5)
 
 
 def test_bench_sweep_and_pacing_grid(tmp_path):
@@ -239,6 +277,8 @@ def test_bench_image_models_and_timm_references(tmp_path):
     (["bench", "gpt2", "--sweep", "depth", "1,2"], "valid keys: seq-len, image-size, batch-size"),
     (["bench", "gpt2", "--sweep", "batch-size", "1,2", "--max-batch"], "choose one"),
     (["bench", "pacing", "--seq-len", "100", "--set", "n_positions=64"], "exceeds n_positions"),
+    (["bench", "pacing", "--objective", "causal_lm", "--set", "patch=4", "--set", "n_positions=64", "--set", "depths=[1,1,1,1]",
+      "--set", "dims=[8,16,32,64]", "--set", "vocab_size=50"], "predicts only the token after the window"),
 ])
 def test_bench_bad_input_is_one_line(argv, message, capsys, tmp_path):
     assert main([*argv, "--in-process", "--out", str(tmp_path), "--peak-tflops", "1"]) == 2
@@ -263,3 +303,34 @@ def test_engine_channels_last_trains_pacing(corpus, tmp_path):
     rows = [[json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in "ab"]
     losses = [[r.get("train_loss", r.get("val_loss")) for r in run] for run in rows]
     assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], rel=1e-4)  # same math, other memory layout
+
+
+# --------------------------------------------------------------------------------------------------
+# --profile: the roofline account
+
+
+@pytest.mark.parametrize("name,kw", [("pacing", TINY_PACING), ("pacing", {**TINY_PACING, "forward_impl": "timm"}), ("gpt2", TINY_GPT2)])
+def test_profile_stages_compose_the_model(name, kw):
+    """The stages, run one after another, are the model's forward; their FLOPs add up to the whole step's."""
+    from patchbench.bench.roofline import model_stages, profile_step
+    from patchbench.engine.flops import train_flops_per_sample
+
+    torch.manual_seed(0)
+    model = registry.create_model(name, **kw).eval()
+    x, y = torch.randint(0, 100, (2, 16)), torch.randint(0, 100, (2,))
+    h = x
+    for _, fn in model_stages(name, model):
+        h = fn(h)
+    torch.testing.assert_close(h, model(x), rtol=0, atol=1e-6)
+    rows = profile_step(name, model, x, y, peak=1e11, bandwidth=1e10, steps=1)
+    assert sum(r["flops"] for r in rows) == train_flops_per_sample(model, x, y) * 2
+    assert all(r["time_s"] > 0 for r in rows) and all(r["bytes"] > 0 for r in rows)
+    assert {r["stage"] for r in rows} >= {"loss", "AdamW step"}
+
+
+def test_bench_profile_cli(tmp_path):
+    out = tmp_path / "p"
+    assert main(["bench", "pacing", "--profile", "--in-process", "--batch-size", "2", "--seq-len", "16", *_sets()[10:],
+                 "--set", "vocab_size=100", *QUICK, "--out", str(out)]) == 0
+    md = (out / "profile.md").read_text()
+    assert "stage 3 (1 blocks)" in md and "roofline bound" in md and "AdamW step" in md

@@ -43,7 +43,7 @@ class OptimConfig:
     warmup_steps: int = 0
     min_lr: float = 0.0
     clip: float = 1.0  # max grad norm; 0 disables
-    fused: str = "auto"  # auto (fused AdamW on CUDA) | on | off
+    fused: str = "auto"  # auto (fused AdamW on CUDA and CPU) | on | off
 
 
 @dataclass

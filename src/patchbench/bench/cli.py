@@ -42,10 +42,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model config override for every model (n_layer=4) or one (gpt2.n_layer=4)")
     p.add_argument("--vocab-size", type=int, default=50257, help="vocabulary where a config says 0 (= from the tokenizer)")
     p.add_argument("--num-classes", type=int, default=10, help="classes where an image config says 0 (= from the task)")
-    p.add_argument("--reference", action="store_true", help="also measure the off-the-shelf implementation, same process and inputs")
+    p.add_argument("--objective", choices=["last_token", "causal_lm"], default="last_token",
+                   help="tokens models: loss on the token after the window, or on every position (causal LMs)")
+    p.add_argument("--reference", action="store_true",
+                   help="also measure the off-the-shelf implementation(s), same process and inputs (GPT-2: transformers and nanoGPT-style)")
     p.add_argument("--reference-dtype", choices=["fp32", "same"], default="fp32",
                    help="the reference's precision: fp32 (as its users run it) or the same autocast as --dtype")
     p.add_argument("--no-inference", action="store_true", help="skip the inference measurement")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of timing: a roofline account of the training step per stage (FLOPs, bytes, profiler time; CPU fp32) in OUT/profile.md")
     p.add_argument("--sweep", nargs=2, metavar=("KEY", "VALUES"), help="seq-len | image-size | batch-size and comma-separated values")
     p.add_argument("--max-batch", action="store_true", help="find the largest batch that fits (per sweep point) and measure at it")
     p.add_argument("--max-batch-limit", type=int, default=4096)
@@ -108,7 +113,8 @@ def run_job_somewhere(job: dict[str, Any], in_process: bool) -> dict[str, Any]:
 
 def run(args) -> int:
     from patchbench import registry
-    from patchbench.bench.harness import BenchSpec, resolve_dtype
+    from patchbench.bench.harness import bench_precision
+    from patchbench.bench.subject import BenchSpec
     from patchbench.bench.sweep import default_budget_bytes, parse_sweep, plot_sweep
     from patchbench.engine.measure import resolve_device
 
@@ -118,7 +124,7 @@ def run(args) -> int:
         raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
     overrides = model_overrides(args.set, args.models)
     device = resolve_device(args.device)
-    resolve_dtype(args.dtype, device)
+    bench_precision(args.dtype, device)
     sweep_field, values = parse_sweep(*args.sweep) if args.sweep else (None, [None])
     if args.max_batch and sweep_field == "batch_size":
         raise ConfigError("--max-batch with --sweep batch-size: choose one; --max-batch finds the batch itself")
@@ -143,6 +149,9 @@ def run(args) -> int:
         budget = int(args.mem_budget * 2**30) if args.mem_budget > 0 else default_budget_bytes()
         print(f"CPU memory budget for --max-batch: {budget / 2**30:.1f} GiB of peak RSS", flush=True)
 
+    if args.profile:
+        return run_profile(args, overrides, peak, out)
+
     rows = []
     for value in values:
         for name in args.models:
@@ -151,7 +160,7 @@ def run(args) -> int:
                 image_size=args.image_size, dtype=args.dtype, compile=args.compile, channels_last=args.channels_last,
                 warmup=args.warmup, steps=args.steps, windows=args.windows, inference=not args.no_inference,
                 device=args.device, vocab_size=args.vocab_size, num_classes=args.num_classes, peak=peak,
-                peak_tflops=args.peak_tflops, threads=args.threads,
+                peak_tflops=args.peak_tflops, threads=args.threads, objective=args.objective,
             )
             if sweep_field:
                 spec = dataclasses.replace(spec, **{sweep_field: value})
@@ -174,10 +183,36 @@ def run(args) -> int:
     return 0
 
 
+def run_profile(args, overrides: dict[str, dict[str, Any]], peak: list | None, out: Path) -> int:
+    """--profile: one fresh process per model; OUT/profile.md and OUT/profile.json."""
+    from patchbench.bench.subject import BenchSpec, configure
+
+    if args.sweep or args.max_batch or args.reference:
+        raise ConfigError("--profile: a single measurement; drop --sweep, --max-batch and --reference")
+    results, text = [], ""
+    for name in args.models:
+        spec = BenchSpec(model=name, overrides=overrides[name], batch_size=args.batch_size, seq_len=args.seq_len,
+                         image_size=args.image_size, dtype=args.dtype, compile=args.compile, channels_last=args.channels_last,
+                         steps=args.steps, device=args.device, vocab_size=args.vocab_size, num_classes=args.num_classes,
+                         peak=peak, peak_tflops=args.peak_tflops, threads=args.threads, objective=args.objective)
+        configure(spec)
+        r = run_job_somewhere({"kind": "profile", "spec": dataclasses.asdict(spec)}, args.in_process)
+        if "error" in r:
+            raise ConfigError(r["error"])
+        results.append(r)
+        text += f"## {name}\n\n{r['device_name']}; torch {r['torch']}; peak: {r['peak_source']}.\n\n{r['table']}\n"
+    (out / "profile.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2, default=str))
+    (out / "profile.md").write_text(text)
+    print("\n" + text)
+    print(f"saved {out / 'profile.md'} and {out / 'profile.json'}")
+    return 0
+
+
 def measure_point(spec, args, budget: int, sweep_field: str | None) -> dict[str, Any]:
     """One model at one setting: (largest batch,) then the measurement, each in its own process.
     Outside a sweep a config error ends the command; inside one it becomes a row that says why."""
-    from patchbench.bench.harness import configure, memory_key
+    from patchbench.bench.harness import memory_key
+    from patchbench.bench.subject import configure
 
     label = spec.model + (f" {sweep_field}={getattr(spec, sweep_field)}" if sweep_field else "")
 
@@ -206,8 +241,9 @@ def measure_point(spec, args, budget: int, sweep_field: str | None) -> dict[str,
         row["max_batch_search"] = {k: found[k] for k in ("max_batch", "limit_reached", "trials", "budget_bytes")}
     key = memory_key(row["device"])
     row["memory_mib"] = row[key] / 2**20
-    if (row.get("reference") or {}).get(key):
-        row["reference"]["memory_mib"] = row["reference"][key] / 2**20
+    for ref in row.get("references") or ([row["reference"]] if row.get("reference") else []):
+        if ref.get(key):
+            ref["memory_mib"] = ref[key] / 2**20
     print(one_line(label, row), flush=True)
     return row
 
@@ -240,9 +276,9 @@ def one_line(label: str, r: dict[str, Any]) -> str:
     s = (f"{label}: train {_rate(r['train_samples_per_s'])} samples/s (±{100 * r['train_spread']:.0f}%), "
          f"{_rate(r['train_items_per_s'])} {r['item']}/s, peak {_mib(r.get('train_peak_allocated_bytes', r.get('train_peak_rss_bytes')))} MiB, "
          f"MFU {_pct(r.get('train_mfu'))}")
-    ref = r.get("reference") or {}
-    if ref.get("train_speedup"):
-        s += f"; vs {ref['name']}: ×{ref['train_speedup']:.2f} speed, ×{ref['memory_ratio']:.2f} memory"
+    for ref in r.get("references") or [r.get("reference") or {}]:
+        if ref.get("train_speedup"):
+            s += f"; vs {ref['name']}: ×{ref['train_speedup']:.2f} speed, ×{ref['memory_ratio']:.2f} memory"
     return s
 
 
@@ -286,8 +322,7 @@ def tables(rows: list[dict[str, Any]], sweep_field: str | None) -> str:
         out += ("\n| model | reference | ref params | ref train samples/s | ref infer samples/s | ref peak MiB | "
                 "train speed × | infer speed × | memory × | max |Δ| of outputs |\n"
                 "|---|---|---|---|---|---|---|---|---|---|\n")
-        for r in refs:
-            f = r["reference"]
+        for r, f in [(row, f) for row in refs for f in row.get("references") or [row["reference"]]]:
             if not f.get("name"):
                 out += f"| {r['model']} | {f.get('why')} | | | | | | | | |\n"
                 continue

@@ -2,6 +2,9 @@
 
     gpt2               transformers GPT2LMHeadModel, eager attention, fp32, full (B, T, V) logits and the
                        loss on the last position (what the task trains); same weights as patchbench's
+                       and, second, NanoGPTStyle below: the minimal GPT-2 step the field measures against
+                       (fused QKV Linear, SDPA is_causal, tied head on the last position), written here
+                       from GPT-2's definition over the same weights
     pacing             SeedStylePacing below: the seed's forward (Aveygo/WordsAreWorth16x16Pixels,
                        models/pacing_model.py) re-implemented over patchbench's Pacing weights
     vit*               timm VisionTransformer with the same width, depth, heads, patch and image size
@@ -128,8 +131,51 @@ class HFGPT2Reference(nn.Module):
         self.lm = GPT2LMHeadModel(config)
         self.lm.load_state_dict(ours.lm.state_dict())
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.lm(input_ids=ids).logits[:, -1]  # (B, T, V) computed, (B, V) scored
+    def forward(self, ids: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
+        logits = self.lm(input_ids=ids).logits  # (B, T, V) computed
+        return logits if all_positions else logits[:, -1]  # (B, V) scored under last_token
+
+
+class NanoGPTStyle(nn.Module):
+    """GPT-2 as a minimal training script writes it: nn.Linear layers (QKV fused), pre-LayerNorm blocks,
+    SDPA with is_causal, tanh GELU, the tied unembedding applied to the last position only; every block
+    runs on every position. Built from patchbench's GPT-2 weights (transformers' Conv1D stores W as
+    (in, out); a Linear stores Wᵀ), with the same dropout, so it computes the same function."""
+
+    def __init__(self, ours: nn.Module):
+        super().__init__()
+        body, cfg = ours.lm.transformer, ours.lm.config
+        C, self.n_head, self.p = cfg.n_embd, cfg.n_head, cfg.resid_pdrop
+        self.wte, self.wpe = copy.deepcopy(body.wte), copy.deepcopy(body.wpe)
+        self.blocks = nn.ModuleList()
+        for h in body.h:
+            blk = nn.ModuleDict({
+                "ln1": nn.LayerNorm(C, eps=cfg.layer_norm_epsilon), "qkv": nn.Linear(C, 3 * C), "proj": nn.Linear(C, C),
+                "ln2": nn.LayerNorm(C, eps=cfg.layer_norm_epsilon), "fc": nn.Linear(C, 4 * C), "fc2": nn.Linear(4 * C, C),
+            })
+            with torch.no_grad():
+                for ours_ln, ln in ((h.ln_1, blk["ln1"]), (h.ln_2, blk["ln2"])):
+                    ln.weight.copy_(ours_ln.weight)
+                    ln.bias.copy_(ours_ln.bias)
+                for conv1d, lin in ((h.attn.c_attn, blk["qkv"]), (h.attn.c_proj, blk["proj"]), (h.mlp.c_fc, blk["fc"]), (h.mlp.c_proj, blk["fc2"])):
+                    lin.weight.copy_(conv1d.weight.t())
+                    lin.bias.copy_(conv1d.bias)
+            self.blocks.append(blk)
+        self.ln_f = copy.deepcopy(body.ln_f)
+
+    def forward(self, ids: torch.Tensor, all_positions: bool = False) -> torch.Tensor:
+        B, T = ids.shape
+        p = self.p if self.training else 0.0
+        x = F.dropout(self.wte(ids) + self.wpe(torch.arange(T, device=ids.device)), p, self.training)  # (B, T, C)
+        C, nh = x.shape[-1], self.n_head
+        for blk in self.blocks:
+            q, k, v = blk["qkv"](blk["ln1"](x)).split(C, dim=2)  # 3 × (B, T, C)
+            q, k, v = (t.view(B, T, nh, C // nh).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True).transpose(1, 2).reshape(B, T, C)
+            x = x + F.dropout(blk["proj"](y), p, self.training)
+            x = x + F.dropout(blk["fc2"](F.gelu(blk["fc"](blk["ln2"](x)), approximate="tanh")), p, self.training)
+        x = x if all_positions else x[:, -1]  # the head on the last position (last_token) or every one
+        return F.linear(self.ln_f(x), self.wte.weight)  # (B, V) or (B, T, V)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,6 +231,18 @@ def _image_reference(name: str):
     if name.startswith("efficientnetv2"):
         return _timm_named("tf_efficientnetv2_b0"), "timm tf_efficientnetv2_b0 (fp32)"
     return None
+
+
+def n_references(name: str) -> int:
+    return 2 if name == "gpt2" else 1
+
+
+def build_references(name: str, ours: nn.Module, cfg: Any, modality: str) -> list[tuple[nn.Module | None, str, bool]]:
+    """Every reference for a model: GPT-2 has two (transformers' eager model, the nanoGPT-style step)."""
+    if name == "gpt2":
+        return [build_reference(name, ours, cfg, modality),
+                (NanoGPTStyle(ours), "nanoGPT-style GPT-2 (fused QKV, SDPA is_causal, last-position head, fp32)", True)]
+    return [build_reference(name, ours, cfg, modality)]
 
 
 def build_reference(name: str, ours: nn.Module, cfg: Any, modality: str) -> tuple[nn.Module | None, str, bool]:

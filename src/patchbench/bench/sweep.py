@@ -10,27 +10,18 @@ shared machine.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from patchbench.bench.harness import (
-    BenchSpec,
-    build_subject,
-    current_memory,
-    peak_memory,
-    release_memory,
-    reset_peak_memory,
-    resolve_dtype,
-    synthetic_batch,
-)
+from patchbench.bench.harness import bench_optimizer, bench_precision, prepare, train_step_fn
+from patchbench.bench.subject import BenchSpec, build_subject, synthetic_batch
 from patchbench.config import ConfigError
-from patchbench.engine.measure import resolve_device
+from patchbench.engine.measure import current_memory_bytes, peak_memory_bytes, release_memory, reset_peak, resolve_device
+from patchbench.engine.precision import autocast_factory
 
 SWEEP_KEYS = {"seq-len": "seq_len", "image-size": "image_size", "batch-size": "batch_size"}
 
@@ -82,15 +73,15 @@ def largest_fitting(fits: Callable[[int], bool], limit: int) -> tuple[int, bool]
 def find_max_batch(spec: BenchSpec, limit: int = 4096, budget_bytes: int = 0) -> dict[str, Any]:
     """Largest training batch in [1, limit] that fits; returns the trials made."""
     device = resolve_device(spec.device)
-    amp = resolve_dtype(spec.dtype, device)
+    amp = bench_precision(spec.dtype, device)
+    autocast = autocast_factory(device, amp)
     if device.type != "cuda" and budget_bytes <= 0:
         budget_bytes = default_budget_bytes()
     subject = build_subject(dataclasses.replace(spec, batch_size=1), device)
-    model = subject.model.to(device)
-    if spec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, _, _ = prepare(subject.model, subject.x, subject.y, device, spec.channels_last)
     run = torch.compile(model) if spec.compile else model
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=(device.type == "cuda") or None)
+    opt = bench_optimizer(model, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)
     model.train()
     trials: list[dict[str, Any]] = []
 
@@ -106,35 +97,30 @@ def find_max_batch(spec: BenchSpec, limit: int = 4096, budget_bytes: int = 0) ->
         if guess is not None and guess > 1.5 * budget_bytes:
             trials.append({"batch": b, "fits": False, "predicted_peak": guess})
             return False
-        x, y, _, _ = synthetic_batch(subject.config, subject.modality, b, spec.seq_len)
-        x, y = x.to(device), y.to(device)
-        if spec.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x, y, _, _ = synthetic_batch(subject.config, subject.modality, b, spec.seq_len, causal=spec.objective == "causal_lm")
+        _, x, y = prepare(model, x, y, device, spec.channels_last)
         release_memory(device)
-        reset_peak_memory(device)
+        reset_peak(device)
+        step = train_step_fn(run, opt, x, y, autocast, scaler)
         try:
             for _ in range(2):
-                with torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext():
-                    loss = F.cross_entropy(run(x).float(), y)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            peak = next(iter(peak_memory(device).values()))
+            peak = next(iter(peak_memory_bytes(device).values()))
             ok = device.type == "cuda" or peak <= budget_bytes
         except torch.OutOfMemoryError:
             peak, ok = None, False
         finally:
             opt.zero_grad(set_to_none=True)
-            del x, y
+            del x, y, step
             release_memory(device)
         trials.append({"batch": b, "fits": ok, "peak": peak})
         return ok
 
     lo, limit_reached = largest_fitting(fits, limit)
     result = {"max_batch": lo, "limit_reached": limit_reached, "trials": trials, "budget_bytes": budget_bytes if device.type != "cuda" else None,
-              "baseline_bytes": current_memory(device), "notes": subject.notes}
+              "baseline_bytes": current_memory_bytes(device), "notes": subject.notes}
     if lo == 0:
         result["error"] = f"{spec.model}: not even batch 1 fits" + (f" in the {budget_bytes / 2**30:.1f} GiB budget" if budget_bytes else "")
     return result

@@ -14,18 +14,10 @@ from typing import Any
 
 import torch
 
-from patchbench.bench.harness import (
-    BenchSpec,
-    Subject,
-    add_mfu,
-    bench_model,
-    build_subject,
-    measure,
-    memory_key,
-    release_memory,
-    resolve_device,
-)
+from patchbench.bench.harness import add_mfu, bench_model, measure, memory_key
+from patchbench.bench.subject import BenchSpec, Subject, build_subject
 from patchbench.config import ConfigError
+from patchbench.engine.measure import release_memory, resolve_device
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -44,22 +36,58 @@ def _run(job: dict[str, Any], spec: BenchSpec) -> dict[str, Any]:
         from patchbench.bench.sweep import find_max_batch
 
         return find_max_batch(spec, limit=job.get("limit", 4096), budget_bytes=job.get("budget_bytes", 0))
+    if job["kind"] == "profile":
+        return profile_job(spec)
     if job["kind"] != "bench":
-        raise ConfigError(f"bench job kind {job['kind']!r}; valid: bench, max_batch")
+        raise ConfigError(f"bench job kind {job['kind']!r}; valid: bench, max_batch, profile")
     row = bench_model(spec)
     if job.get("reference"):
-        row["reference"] = reference_row(spec, row, same_dtype=job.get("reference_dtype") == "same")
+        row["references"] = reference_rows(spec, row, same_dtype=job.get("reference_dtype") == "same")
+        row["reference"] = row["references"][0]  # the off-the-shelf implementation
     return row
 
 
-def reference_row(spec: BenchSpec, ours: dict[str, Any], same_dtype: bool = False) -> dict[str, Any]:
-    """The reference measured in this process on the same inputs, plus ours ÷ reference ratios.
+def profile_job(spec: BenchSpec) -> dict[str, Any]:
+    """The roofline account of one training step (bench/roofline.py) as rows and a markdown table."""
+    from patchbench.bench.harness import bench_optimizer, prepare
+    from patchbench.bench.peaks import peak_flops
+    from patchbench.bench.roofline import copy_bandwidth, profile_step, profile_table
+    from patchbench.engine.measure import device_name
+
+    device = resolve_device(spec.device)
+    if device.type != "cpu" or spec.dtype != "fp32" or spec.compile:
+        raise ConfigError("--profile: the stage account runs eager fp32 on CPU; use --device cpu --dtype fp32 without --compile")
+    if spec.objective != "last_token":
+        raise ConfigError("--profile: the stage account follows the last_token objective; drop --objective causal_lm")
+    subject = build_subject(spec, device)
+    model, x, y = prepare(subject.model, subject.x, subject.y, device, spec.channels_last)
+    peak, source = spec.peak if spec.peak else peak_flops(device, spec.dtype, spec.peak_tflops)
+    bandwidth = copy_bandwidth()
+    try:
+        rows = profile_step(spec.model, model, x, y, peak=peak, bandwidth=bandwidth, steps=max(spec.steps, 3),
+                            optimizer=bench_optimizer(model, device))
+    except ValueError as e:
+        raise ConfigError(f"--profile: {e}") from None
+    return {"model": spec.model, "stages": rows, "peak_flops": peak, "peak_source": source, "bandwidth": bandwidth,
+            "device_name": device_name(device), "torch": torch.__version__,
+            "table": profile_table(rows, peak, bandwidth, spec.batch_size)}
+
+
+def reference_rows(spec: BenchSpec, ours: dict[str, Any], same_dtype: bool = False) -> list[dict[str, Any]]:
+    """Every reference of the model (GPT-2: transformers' model, then the nanoGPT-style step), one at a time."""
+    from patchbench.bench.reference import n_references
+
+    return [reference_row(spec, ours, same_dtype, index=i) for i in range(n_references(spec.model))]
+
+
+def reference_row(spec: BenchSpec, ours: dict[str, Any], same_dtype: bool = False, index: int = 0) -> dict[str, Any]:
+    """Reference number `index` measured in this process on the same inputs, plus ours ÷ reference ratios.
     same_dtype: run it under the same autocast dtype as ours (default: fp32, as its users run it)."""
-    from patchbench.bench.reference import build_reference
+    from patchbench.bench.reference import build_references
 
     device = resolve_device(spec.device)
     subject = build_subject(spec, device)  # same seed: the same weights and inputs as the measured model
-    ref, desc, same_weights = build_reference(spec.model, subject.model, subject.config, subject.modality)
+    ref, desc, same_weights = build_references(spec.model, subject.model, subject.config, subject.modality)[index]
     if ref is None:
         return {"name": None, "why": desc}
     if same_dtype and spec.dtype != "fp32":

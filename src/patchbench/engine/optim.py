@@ -15,7 +15,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("model: no trainable parameters (everything is frozen)")
-    fused = {"auto": device.type == "cuda", "on": True, "off": False}.get(cfg.fused)
+    fused = {"auto": device.type in ("cuda", "cpu"), "on": True, "off": False}.get(cfg.fused)  # torch fuses AdamW on both
     if fused is None:
         raise ConfigError(f"optim.fused: {cfg.fused!r}; valid: auto, on, off")
     if cfg.name in ("adamw", "adam"):

@@ -41,12 +41,15 @@ class PacingConfig:
     drop_path: float = 0.0
     pad_id: int = -1  # -1 = vocab_size - 1 (GPT-2's <|endoftext|> = 50256)
     embed_init_std: float = 0.02  # token/position embedding init (GPT-2's); 0 = PyTorch's N(0, 1), as the seed
+    forward_impl: str = "patchbench"  # patchbench (one NHWC layout end to end, fused GRN) | timm (timm's modules)
 
     @property
     def n_embd(self) -> int:
         return 3 * self.patch * self.patch
 
     def validate(self) -> None:
+        if self.forward_impl not in ("patchbench", "timm"):
+            raise ConfigError(f"model.forward_impl: {self.forward_impl!r}; valid: patchbench, timm")
         if self.layout not in ("all", "seed"):
             raise ConfigError(f"model.layout: {self.layout!r}; valid layouts: all, seed")
         if len(self.depths) != 4 or len(self.dims) != 4:
@@ -124,10 +127,51 @@ class Pacing(nn.Module):
         return self.wte(ids) + self.wpe(pos)  # (B, N, D)
 
     def forward_features(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.cfg.forward_impl == "patchbench":
+            return self._features_nhwc(ids)
         nhwc = self.stem[0].weight.is_contiguous(memory_format=torch.channels_last)  # train.channels_last
         x = self.to_image(self.embed(ids), channels_last=nhwc)  # (B, 3, H, W)
         x = self.stem(x)  # (B, C1, H/4, W/4)
         return self.stages(x)  # (B, C4, H/32, W/32)
+
+    # ----------------------------------------------------------------------------------------------
+    # patchbench's forward over timm's parameters: activations stay (B, H, W, C) from the image to the
+    # readout. Convolutions see the same storage as a channels_last (B, C, H, W) view, so no block
+    # converts layouts (timm's block permutes NCHW <-> NHWC around its LayerNorm and MLP, and its
+    # LayerNorm2d does so again in the stem and every downsample). GRN is one fused multiply-add.
+
+    @staticmethod
+    def _conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H', W', C'): the convolution on the channels_last view of the same storage."""
+        y = nn.functional.conv2d(x.permute(0, 3, 1, 2), conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return y.permute(0, 2, 3, 1)
+
+    @staticmethod
+    def _norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        return nn.functional.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+    def _block(self, x: torch.Tensor, blk: nn.Module) -> torch.Tensor:
+        """ConvNeXt-V2 block on (B, H, W, C): x + fc2(GRN(gelu(fc1(LN(dwconv(x))))))."""
+        mlp = blk.mlp
+        y = self._norm(self._conv(x, blk.conv_dw), blk.norm)  # (B, H, W, C)
+        y = mlp.act(nn.functional.linear(y, mlp.fc1.weight, mlp.fc1.bias))  # (B, H, W, 4C)
+        grn = mlp.grn  # x + w * (x * n) + b  =  x * (1 + w * n) + b,  n = |x|_HW / mean_C |x|_HW
+        g = (y * y).sum(dim=(1, 2), keepdim=True).sqrt()  # (B, 1, 1, 4C): |y| over H, W (vector_norm is slow here)
+        n = g / (g.mean(dim=-1, keepdim=True) + grn.eps)
+        y = torch.addcmul(grn.bias, y, torch.addcmul(torch.ones_like(n), grn.weight, n))  # (B, H, W, 4C)
+        y = nn.functional.linear(y, mlp.fc2.weight, mlp.fc2.bias)  # (B, H, W, C)
+        return x + blk.drop_path(y)
+
+    def _features_nhwc(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.to_image(self.embed(ids), channels_last=True).permute(0, 2, 3, 1)  # (B, H, W, 3), contiguous
+        x = self._norm(self._conv(x, self.stem[0]), self.stem[1])  # (B, H/4, W/4, C1)
+        for stage in self.stages:
+            if not isinstance(stage.downsample, nn.Identity):
+                norm, conv = stage.downsample
+                x = self._conv(self._norm(x, norm), conv)  # (B, H/2, W/2, C')
+            for blk in stage.blocks:
+                x = self._block(x, blk)
+        return x.permute(0, 3, 1, 2)  # (B, C4, H/32, W/32), channels_last storage
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         x = feats.flatten(2)  # (B, C4, P)
