@@ -35,10 +35,13 @@ def bodies(tmp_path_factory):
     torch.manual_seed(0)
     common = {"hidden_size": W, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 2 * W}
     return {
-        "gpt2": _save(T.GPT2Model(T.GPT2Config(n_embd=W, n_layer=2, n_head=2, n_positions=32, vocab_size=50, bos_token_id=0, eos_token_id=0)), root / "gpt2"),
+        "gpt2": _save(T.GPT2Model(T.GPT2Config(n_embd=W, n_layer=2, n_head=2, n_positions=32, vocab_size=50,
+                                               bos_token_id=0, eos_token_id=0)), root / "gpt2"),
         "bert": _save(T.BertModel(T.BertConfig(vocab_size=50, max_position_embeddings=32, **common)), root / "bert"),
-        "roberta": _save(T.RobertaModel(T.RobertaConfig(vocab_size=50, max_position_embeddings=34, pad_token_id=1, **common)), root / "roberta"),
-        "distilbert": _save(T.DistilBertModel(T.DistilBertConfig(dim=W, n_layers=2, n_heads=2, hidden_dim=2 * W, vocab_size=50, max_position_embeddings=32)), root / "distilbert"),
+        "roberta": _save(T.RobertaModel(T.RobertaConfig(vocab_size=50, max_position_embeddings=34, pad_token_id=1, **common)),
+                         root / "roberta"),
+        "distilbert": _save(T.DistilBertModel(T.DistilBertConfig(dim=W, n_layers=2, n_heads=2, hidden_dim=2 * W, vocab_size=50,
+                                                                 max_position_embeddings=32)), root / "distilbert"),
         "vit": _save(T.ViTModel(T.ViTConfig(image_size=16, patch_size=4, **common)), root / "vit"),
         "llama": _save(T.LlamaModel(T.LlamaConfig(vocab_size=50, max_position_embeddings=32, **common)), root / "llama"),
     }
@@ -96,7 +99,8 @@ ARCH_FLAGS = [(arch, flags) for arch in ["gpt2", "bert", "roberta", "distilbert"
               if not (arch == "llama" and "freeze_pos" in flags)]  # llama has no position table: an error, tested below
 
 
-@pytest.mark.parametrize("arch, flags", ARCH_FLAGS, ids=lambda v: v if isinstance(v, str) else (",".join(f"{k}={x}" for k, x in v.items()) or "fpt"))
+@pytest.mark.parametrize("arch, flags", ARCH_FLAGS,
+                         ids=lambda v: v if isinstance(v, str) else (",".join(f"{k}={x}" for k, x in v.items()) or "fpt"))
 def test_flags_leave_exactly_the_intended_parameters_trainable(bodies, arch, flags):
     torch.manual_seed(0)
     model = build(bodies[arch], **flags)
@@ -233,7 +237,8 @@ def test_a_patchbench_run_directory_is_a_body(tmp_path):
     gpt = registry.create_model("gpt2", n_embd=W, n_layer=1, n_head=2, n_positions=16, vocab_size=30)
     run = tmp_path / "gpt2-run"
     run.mkdir()
-    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "gpt2", "n_embd": W, "n_layer": 1, "n_head": 2, "n_positions": 16, "vocab_size": 30}}))
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "gpt2", "n_embd": W, "n_layer": 1, "n_head": 2,
+                                                               "n_positions": 16, "vocab_size": 30}}))
     save_checkpoint(run, 5, gpt, {}, {"model": "gpt2"})
     m = build(str(run))
     assert torch.equal(m.body.h[0].attn.c_attn.weight, gpt.lm.transformer.h[0].attn.c_attn.weight)
@@ -242,7 +247,8 @@ def test_a_patchbench_run_directory_is_a_body(tmp_path):
     vit = registry.create_model("vit", num_classes=2, image_size=8, in_chans=1, patch=4, dim=W, depth=1, heads=2)
     vrun = tmp_path / "vit-run"
     vrun.mkdir()
-    (vrun / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "vit", "num_classes": 2, "image_size": 8, "in_chans": 1, "patch": 4, "dim": W, "depth": 1, "heads": 2}}))
+    (vrun / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "vit", "num_classes": 2, "image_size": 8, "in_chans": 1,
+                                                                "patch": 4, "dim": W, "depth": 1, "heads": 2}}))
     save_checkpoint(vrun, 5, vit, {}, {"model": "vit"})
     v = build(str(vrun))
     assert torch.equal(v.body.pos_embed, vit.pos_embed) and v.body.patch_embed is None
@@ -269,7 +275,8 @@ def test_lstm_baseline_keeps_the_contract():
     x2 = x.clone()
     x2[0, 2:] = 9.0
     assert torch.allclose(m(x2, mask)[0], out[0])
-    assert registry.create_model("lstm", input_kind="discrete", vocab_size=7, output_dim=4, out_tokens=2, hidden=8)(torch.randint(0, 7, (2, 5))).shape == (2, 2, 4)
+    lstm = registry.create_model("lstm", input_kind="discrete", vocab_size=7, output_dim=4, out_tokens=2, hidden=8)
+    assert lstm(torch.randint(0, 7, (2, 5))).shape == (2, 2, 4)
     with pytest.raises(ConfigError, match="model.readout"):
         registry.model_config("lstm", readout="cls")
 

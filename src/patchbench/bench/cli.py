@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the reference's precision: fp32 (as its users run it) or the same autocast as --dtype")
     p.add_argument("--no-inference", action="store_true", help="skip the inference measurement")
     p.add_argument("--profile", action="store_true",
-                   help="instead of timing: a roofline account of the training step per stage (FLOPs, bytes, profiler time; CPU fp32) in OUT/profile.md")
+                   help="instead of timing: a roofline account of the training step per stage "
+                        "(FLOPs, bytes, profiler time; CPU fp32) in OUT/profile.md")
     p.add_argument("--sweep", nargs=2, metavar=("KEY", "VALUES"), help="seq-len | image-size | batch-size and comma-separated values")
     p.add_argument("--max-batch", action="store_true", help="find the largest batch that fits (per sweep point) and measure at it")
     p.add_argument("--max-batch-limit", type=int, default=4096)
@@ -77,7 +78,8 @@ def model_overrides(sets: list[str], models: list[str]) -> dict[str, dict[str, A
                 raise ConfigError(f"--set {text!r}: model config keys are not nested; e.g. {head}.n_layer=4")
             per[head][key] = v
         elif isinstance(value, dict):
-            raise ConfigError(f"--set {text!r}: {head!r} is not one of the benchmarked models ({', '.join(models)}); use KEY=VALUE or MODEL.KEY=VALUE")
+            raise ConfigError(f"--set {text!r}: {head!r} is not one of the benchmarked models ({', '.join(models)}); "
+                              "use KEY=VALUE or MODEL.KEY=VALUE")
         else:
             for m in models:
                 per[m][head] = value
@@ -233,8 +235,10 @@ def measure_point(spec, args, budget: int, sweep_field: str | None) -> dict[str,
         if "error" in found:
             return failed(found["error"], found.get("error_kind"))
         spec = dataclasses.replace(spec, batch_size=found["max_batch"])
-        print(f"{label}: largest batch that fits: {found['max_batch']}" + (" (limit reached)" if found["limit_reached"] else ""), flush=True)
-    row = run_job_somewhere({"kind": "bench", "spec": dataclasses.asdict(spec), "reference": args.reference, "reference_dtype": args.reference_dtype}, args.in_process)
+        print(f"{label}: largest batch that fits: {found['max_batch']}"
+              + (" (limit reached)" if found["limit_reached"] else ""), flush=True)
+    job = {"kind": "bench", "spec": dataclasses.asdict(spec), "reference": args.reference, "reference_dtype": args.reference_dtype}
+    row = run_job_somewhere(job, args.in_process)
     if "error" in row:
         return failed(row["error"], row.get("error_kind"))
     if found is not None:
@@ -274,7 +278,8 @@ def one_line(label: str, r: dict[str, Any]) -> str:
     if "error" in r:
         return f"{label}: {r['error']}"
     s = (f"{label}: train {_rate(r['train_samples_per_s'])} samples/s (±{100 * r['train_spread']:.0f}%), "
-         f"{_rate(r['train_items_per_s'])} {r['item']}/s, peak {_mib(r.get('train_peak_allocated_bytes', r.get('train_peak_rss_bytes')))} MiB, "
+         f"{_rate(r['train_items_per_s'])} {r['item']}/s, "
+         f"peak {_mib(r.get('train_peak_allocated_bytes', r.get('train_peak_rss_bytes')))} MiB, "
          f"MFU {_pct(r.get('train_mfu'))}")
     for ref in r.get("references") or [r.get("reference") or {}]:
         if ref.get("train_speedup"):
@@ -307,7 +312,8 @@ def tables(rows: list[dict[str, Any]], sweep_field: str | None) -> str:
         lines.append(
             f"| {r['model']} | {r['params']:,} | {r['batch_size']} | {r.get('seq_len') or r.get('image_size')} | {r['dtype']}{flags} | "
             f"{_rate(r['train_samples_per_s'])} (±{100 * r['train_spread']:.0f}%) | {_rate(r['train_items_per_s'])} {r['item']}/s | "
-            f"{_rate(r.get('infer_samples_per_s'))} | {mem} | {r['flops_train_per_sample'] / 1e9:.3f} | {_pct(r.get('train_mfu'))} | {comp} |")
+            f"{_rate(r.get('infer_samples_per_s'))} | {mem} | {r['flops_train_per_sample'] / 1e9:.3f} | "
+            f"{_pct(r.get('train_mfu'))} | {comp} |")
     out = "\n".join(lines) + "\n"
     if ok:
         r0 = ok[0]

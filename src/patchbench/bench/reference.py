@@ -157,7 +157,8 @@ class NanoGPTStyle(nn.Module):
                 for ours_ln, ln in ((h.ln_1, blk["ln1"]), (h.ln_2, blk["ln2"])):
                     ln.weight.copy_(ours_ln.weight)
                     ln.bias.copy_(ours_ln.bias)
-                for conv1d, lin in ((h.attn.c_attn, blk["qkv"]), (h.attn.c_proj, blk["proj"]), (h.mlp.c_fc, blk["fc"]), (h.mlp.c_proj, blk["fc2"])):
+                pairs = ((h.attn.c_attn, blk["qkv"]), (h.attn.c_proj, blk["proj"]), (h.mlp.c_fc, blk["fc"]), (h.mlp.c_proj, blk["fc2"]))
+                for conv1d, lin in pairs:
                     lin.weight.copy_(conv1d.weight.t())
                     lin.bias.copy_(conv1d.bias)
             self.blocks.append(blk)

@@ -207,7 +207,8 @@ def profile_step(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
             tops[parent.name][e.name] += e.self_cpu_time_total / 1e6 / steps
 
     rows = []
-    for label, direction in [(s, "forward") for s, _ in stages] + [(s, "backward") for s, _ in reversed(stages)] + [("AdamW step", "update")]:
+    passes = [(s, "forward") for s, _ in stages] + [(s, "backward") for s, _ in reversed(stages)] + [("AdamW step", "update")]
+    for label, direction in passes:
         key = f"{label} | {direction}"
         flops = counts[label].get(f"{direction} flops", 0)
         nbytes = counts[label].get(f"{direction} bytes", 0)
@@ -225,7 +226,8 @@ def profile_table(rows: list[dict[str, Any]], peak: float, bandwidth: float, bat
     total = sum(r["time_s"] for r in rows)
     lines = [f"Peak {peak / 1e9:.0f} GFLOP/s, copy bandwidth {bandwidth / 1e9:.1f} GB/s (ridge {peak / bandwidth:.1f} FLOP/byte); "
              f"batch {batch}; step {total * 1e3:.1f} ms as the sum of the stages ({batch / total:.1f} samples/s).", "",
-             "| stage | pass | MFLOP | MB moved | FLOP/byte | time ms | share | GFLOP/s | roofline bound ms | bound ÷ time | top operators (self ms) |",
+             "| stage | pass | MFLOP | MB moved | FLOP/byte | time ms | share | GFLOP/s | roofline bound ms | bound ÷ time "
+             "| top operators (self ms) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         top = ", ".join(f"{n} {s * 1e3:.1f}" for n, s in r["top_ops"])

@@ -119,10 +119,12 @@ def find_max_batch(spec: BenchSpec, limit: int = 4096, budget_bytes: int = 0) ->
         return ok
 
     lo, limit_reached = largest_fitting(fits, limit)
-    result = {"max_batch": lo, "limit_reached": limit_reached, "trials": trials, "budget_bytes": budget_bytes if device.type != "cuda" else None,
+    result = {"max_batch": lo, "limit_reached": limit_reached, "trials": trials,
+              "budget_bytes": budget_bytes if device.type != "cuda" else None,
               "baseline_bytes": current_memory_bytes(device), "notes": subject.notes}
     if lo == 0:
-        result["error"] = f"{spec.model}: not even batch 1 fits" + (f" in the {budget_bytes / 2**30:.1f} GiB budget" if budget_bytes else "")
+        result["error"] = (f"{spec.model}: not even batch 1 fits"
+                           + (f" in the {budget_bytes / 2**30:.1f} GiB budget" if budget_bytes else ""))
     return result
 
 

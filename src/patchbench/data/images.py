@@ -151,7 +151,8 @@ def read_idx(path: Path) -> np.ndarray:
         else:
             blob = path.read_bytes()
     except (EOFError, OSError, gzip.BadGzipFile) as e:
-        raise ConfigError(f"data.path: {path} cannot be read as an IDX file ({type(e).__name__}: {e}); it may be truncated or not gzip") from None
+        raise ConfigError(f"data.path: {path} cannot be read as an IDX file ({type(e).__name__}: {e}); "
+                          "it may be truncated or not gzip") from None
     if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] not in IDX_DTYPES:
         raise ConfigError(f"data.path: {path} is not an IDX file (bad magic number {blob[:4].hex() or 'empty'})")
     dtype, ndim = np.dtype(IDX_DTYPES[blob[2]]), blob[3]
@@ -162,7 +163,8 @@ def read_idx(path: Path) -> np.ndarray:
     want = int(np.prod(dims)) * dtype.itemsize
     have = len(blob) - header
     if have < want:
-        raise ConfigError(f"data.path: {path} is truncated: its header promises {want} bytes of data ({'x'.join(map(str, dims))}), it holds {have}")
+        raise ConfigError(f"data.path: {path} is truncated: its header promises {want} bytes of data ({'x'.join(map(str, dims))}), "
+                          f"it holds {have}")
     return np.frombuffer(blob, dtype=dtype, count=int(np.prod(dims)), offset=header).reshape(dims)
 
 
@@ -182,7 +184,8 @@ def _idx_file(d: Path, stem: str) -> Path:
 
 def read_idx_dataset(kind: str, path: str, download: bool) -> RawDataset:
     if not path and kind != "fashion_mnist":
-        raise DataMissing(f"data.path: give the folder with the {kind} IDX files (or set data.download=true with a data.path to download into)")
+        raise DataMissing(f"data.path: give the folder with the {kind} IDX files "
+                          "(or set data.download=true with a data.path to download into)")
     root = Path(path or FASHION_MNIST_DIR).expanduser()
     d = find_idx_dir(root)
     if d is None and download:
@@ -194,13 +197,15 @@ def read_idx_dataset(kind: str, path: str, download: bool) -> RawDataset:
         d = find_idx_dir(root)
     if d is None:
         hint = " (apt-get install dataset-fashion-mnist provides it)" if kind == "fashion_mnist" else ""
-        raise DataMissing(f"data.path: no {kind} IDX files ({IDX_FILES['train'][0]}[.gz], ...) in {root}{hint}; point data.path at them or set data.download=true")
+        raise DataMissing(f"data.path: no {kind} IDX files ({IDX_FILES['train'][0]}[.gz], ...) in {root}{hint}; "
+                          "point data.path at them or set data.download=true")
     splits = {}
     for split, (img_stem, lab_stem) in IDX_FILES.items():
         img_path, lab_path = _idx_file(d, img_stem), _idx_file(d, lab_stem)
         images, labels = read_idx(img_path), read_idx(lab_path)
         if images.ndim != 3 or labels.ndim != 1:
-            raise ConfigError(f"data.path: {img_path} should hold (N, H, W) images and {lab_path.name} (N,) labels; got {images.shape} and {labels.shape}")
+            raise ConfigError(f"data.path: {img_path} should hold (N, H, W) images and {lab_path.name} (N,) labels; "
+                              f"got {images.shape} and {labels.shape}")
         if len(images) != len(labels):
             raise ConfigError(f"data.path: {img_path} holds {len(images)} images but {lab_path} holds {len(labels)} labels")
         splits[split] = Split(images.astype(np.uint8)[..., None], labels.astype(np.int64))
@@ -217,9 +222,10 @@ def read_idx_dataset(kind: str, path: str, download: bool) -> RawDataset:
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only: a CIFAR batch cannot run code on load."""
 
-    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-               ("_codecs", "encode")})
+    ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode")})
 
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
@@ -232,7 +238,8 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as f:
             obj = _ArrayUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, OSError) as e:
-        raise ConfigError(f"data.path: {path} is not a readable CIFAR batch ({type(e).__name__}: {str(e)[:80]}); it may be truncated") from None
+        raise ConfigError(f"data.path: {path} is not a readable CIFAR batch ({type(e).__name__}: {str(e)[:80]}); "
+                          "it may be truncated") from None
     if not isinstance(obj, dict):
         raise ConfigError(f"data.path: {path} is not a CIFAR batch (expected a pickled dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
@@ -252,7 +259,8 @@ def _cifar_batch(path: Path) -> Split:
 
 def read_cifar10(path: str, download: bool) -> RawDataset:
     if not path:
-        raise DataMissing("data.path: give the folder with CIFAR-10's python batches (cifar-10-batches-py), or set data.download=true with a data.path to download into")
+        raise DataMissing("data.path: give the folder with CIFAR-10's python batches (cifar-10-batches-py), "
+                          "or set data.download=true with a data.path to download into")
     root = Path(path).expanduser()
     d = next((c for c in (root, root / "cifar-10-batches-py") if (c / "data_batch_1").is_file()), None)
     if d is None and download:
@@ -261,7 +269,8 @@ def read_cifar10(path: str, download: bool) -> RawDataset:
         torchvision.datasets.CIFAR10(root=str(root), train=True, download=True)
         d = root / "cifar-10-batches-py"
     if d is None:
-        raise DataMissing(f"data.path: no CIFAR-10 python batches (data_batch_1..5, test_batch) in {root}; point data.path at them or set data.download=true")
+        raise DataMissing(f"data.path: no CIFAR-10 python batches (data_batch_1..5, test_batch) in {root}; "
+                          "point data.path at them or set data.download=true")
     names = [f"data_batch_{i}" for i in range(1, 6)]
     missing = [n for n in names + ["test_batch"] if not (d / n).is_file()]
     if missing:
@@ -306,7 +315,8 @@ def _class_tree(root: Path) -> tuple[list[Path], list[str], list[str], int]:
     """Files, their class names and the sorted class list of PATH/<class>/<image> (recursive in a class)."""
     class_dirs = [p for p in _list_dir(root) if p.is_dir() and not p.name.startswith(".")]
     if not class_dirs:
-        raise ConfigError(f"data.path: no class folders in {root} (expected {root}/<class>/<image>; for Dogs-vs-Cats file names use data.dataset=dogs_vs_cats)")
+        raise ConfigError(f"data.path: no class folders in {root} "
+                          f"(expected {root}/<class>/<image>; for Dogs-vs-Cats file names use data.dataset=dogs_vs_cats)")
     files, names, ignored = [], [], 0
     for cd in class_dirs:
         found = 0
@@ -322,7 +332,8 @@ def _class_tree(root: Path) -> tuple[list[Path], list[str], list[str], int]:
             else:
                 ignored += 1
         if not found:
-            raise ConfigError(f"data.path: class folder {cd} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); remove it or add images")
+            raise ConfigError(f"data.path: class folder {cd} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                              "remove it or add images")
     return files, names, sorted({cd.name for cd in class_dirs}), ignored
 
 
@@ -338,7 +349,8 @@ def _dogs_vs_cats(root: Path) -> tuple[list[Path], list[str], int]:
         else:
             ignored += 1
     if not files:
-        raise ConfigError(f"data.path: no cat.*.jpg / dog.*.jpg files in {root}; Dogs-vs-Cats needs Kaggle's train folder (labels come from the file names)")
+        raise ConfigError(f"data.path: no cat.*.jpg / dog.*.jpg files in {root}; "
+                          "Dogs-vs-Cats needs Kaggle's train folder (labels come from the file names)")
     return files, names, ignored
 
 
@@ -347,7 +359,8 @@ def read_image_files(kind: str, path: str, image_size: int, on_bad_image: str, c
         raise DataMissing(f"data.path: give the image folder for data.dataset={kind}")
     root = Path(path).expanduser()
     if not root.is_dir():
-        raise DataMissing(f"data.path: {root} is not a folder; give the {'Dogs-vs-Cats train folder' if kind == 'dogs_vs_cats' else 'class-per-folder image tree'}")
+        raise DataMissing(f"data.path: {root} is not a folder; "
+                          f"give the {'Dogs-vs-Cats train folder' if kind == 'dogs_vs_cats' else 'class-per-folder image tree'}")
     if kind == "dogs_vs_cats":
         files, names, ignored = _dogs_vs_cats(root)
         classes, test = ["cat", "dog"], None  # the seed's labels: cat 0, dog 1
@@ -395,7 +408,8 @@ def _decode_split(files: list[Path], labels: list[int], size: int, on_bad_image:
         if hit is not None:
             images, keep, bad_here = hit
             if bad_here and on_bad_image == "fail":
-                raise ConfigError(f"data.path: {bad_here[0]} cannot be decoded as an image; set data.on_bad_image=skip to leave such files out")
+                raise ConfigError(f"data.path: {bad_here[0]} cannot be decoded as an image; "
+                                  "set data.on_bad_image=skip to leave such files out")
             bad.extend(bad_here)
             return Split(images, np.asarray(labels, dtype=np.int64)[keep])
     keep, bad_here, arrays = [], [], []
@@ -405,7 +419,8 @@ def _decode_split(files: list[Path], labels: list[int], size: int, on_bad_image:
         for i, (p, d) in enumerate(zip(files, pool.map(lambda f: _decode_one(f, size), files))):
             if isinstance(d, str):
                 if on_bad_image == "fail":
-                    raise ConfigError(f"data.path: {p} cannot be decoded as an image ({d}); set data.on_bad_image=skip to leave such files out")
+                    raise ConfigError(f"data.path: {p} cannot be decoded as an image ({d}); "
+                                      "set data.on_bad_image=skip to leave such files out")
                 bad_here.append(str(p))
                 continue
             if out is not None:
@@ -498,7 +513,8 @@ def cifar_normalize(x):
     import torch
 
     if x.shape[1] != 3:
-        raise ConfigError(f"data.transform: kzl normalises 3-channel CIFAR images; these have {x.shape[1]} channel(s); set data.transform=none")
+        raise ConfigError(f"data.transform: kzl normalises 3-channel CIFAR images; these have {x.shape[1]} channel(s); "
+                          "set data.transform=none")
     mean = torch.tensor(CIFAR_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR_STD, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std

