@@ -204,7 +204,7 @@ def test_the_table_is_large_enough():
 
 def test_readme_float_forms_are_accepted(world, capsys):
     """`optim.lr=1e-3` (the README's example) and the other float spellings YAML 1.1 reads as strings."""
-    from patchbench.config import expand_runs, load_recipe, resolve_recipe
+    from patchbench.recipe import expand_runs, load_recipe, resolve_recipe
 
     for text, want in [("1e-3", 1e-3), ("1e300", 1e300), (".5", 0.5), ("2E-4", 2e-4), ("+1e-2", 1e-2)]:
         runs = expand_runs(resolve_recipe(load_recipe(world["recipe"]), None, [f"optim.lr={text}"], "r"))

@@ -45,6 +45,7 @@ from patchbench.errors import ConfigError
 WEIGHTS = "model.safetensors"  # in a checkpoint directory and in best/
 STATE = "state.pt"  # optimizer, schedule, scaler, RNG and step (weights_only torch file)
 META = "meta.json"  # format, step, shapes digest, the run it belongs to, its config and the sha256 of each file
+CHECKPOINT_FORMATS = ("patchbench-checkpoint/2", "patchbench-checkpoint/1")  # written, and still readable (/1: no checksums)
 MARKER = ".patchbench-run"
 STEP_DIR = re.compile(r"^step-(\d{6,})$")
 OWN = ("checkpoints", "tb", "best", "metrics.jsonl", "summary.json", "sample.txt", "changes.jsonl", "predictions.png")
@@ -82,7 +83,9 @@ def verify_checkpoint(path: Path) -> str | None:
     except CheckpointError as e:
         return str(e).split(": ", 1)[-1]
     files = meta.get("files")
-    if meta.get("format") == "patchbench-checkpoint/1" and files is None:
+    if meta.get("format") not in CHECKPOINT_FORMATS:
+        return f"format {meta.get('format')!r}, not one patchbench reads ({', '.join(CHECKPOINT_FORMATS)})"
+    if meta.get("format") == CHECKPOINT_FORMATS[1] and files is None:
         return None  # written before checksums: loading it is the only check
     if not isinstance(files, dict) or WEIGHTS not in files:
         return f"{META} lists no checksums"

@@ -23,12 +23,11 @@ from torch import nn
 
 from patchbench.durable import atomic_write_text, fsync_dir, sha256_file
 from patchbench.errors import CheckpointError
-from patchbench.rundir import META, STATE, WEIGHTS, RunDir, read_checkpoint_meta
+from patchbench.rundir import CHECKPOINT_FORMATS, META, STATE, WEIGHTS, RunDir, read_checkpoint_meta
 
 __all__ = ["FORMAT", "CheckpointError", "shapes_digest", "save_checkpoint", "save_weights", "latest_checkpoint", "load_checkpoint"]
 
-FORMAT = "patchbench-checkpoint/2"  # /2: meta.json lists the sha256 of every file ("files")
-READABLE = (FORMAT, "patchbench-checkpoint/1")  # /1: written before checksums
+FORMAT, *_ = CHECKPOINT_FORMATS  # /2: meta.json lists the sha256 of every file ("files"); /1 (readable) did not
 
 
 def shapes_digest(model: nn.Module) -> str:
@@ -98,7 +97,7 @@ def latest_checkpoint(run: RunDir | Path) -> Path | None:
 def load_checkpoint(path: Path, model: nn.Module, expect: dict[str, Any]) -> dict[str, Any]:
     """Load weights into `model` and return the training state. Foreign or corrupt -> CheckpointError."""
     meta = read_checkpoint_meta(path)
-    if meta.get("format") not in READABLE:
+    if meta.get("format") not in CHECKPOINT_FORMATS:
         raise CheckpointError(f"checkpoint {path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     for key, want in expect.items():
         if meta.get(key) != want:

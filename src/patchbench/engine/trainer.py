@@ -44,7 +44,7 @@ from patchbench.engine.runlog import RunLog
 from patchbench.errors import CheckpointError, ConfigError
 from patchbench.models.base import count_params, model_bytes
 from patchbench.recipe import run_config_from_dict
-from patchbench.rundir import RunDir
+from patchbench.rundir import RunDir, read_checkpoint_meta
 from patchbench.tasks.base import Task, to_device
 
 __all__ = ["train", "build", "load_run", "index_batches", "resolve_precision", "seed_everything", "setup", "snapshot", "restore"]
@@ -156,12 +156,13 @@ def restore(s: Setup, allow_changes: bool = False) -> tuple[int, float, int]:
     """Load the newest verified checkpoint into s; returns (step, training seconds so far, examples so far).
     A config that differs from the checkpoint's is refused (naming the keys) unless allow_changes."""
     ckpt = recovery.resume_point(s.run, s.cfg.name, speak=s.info.is_main)
-    state = load_checkpoint(ckpt, s.model, s.expect)
-    meta, step = state["meta"], int(state["step"])
+    meta = read_checkpoint_meta(ckpt)  # compared first: a changed config is named before its shapes differ
     changes = {}
-    if "config" in meta:  # checkpoints from before the config was recorded cannot be compared
+    if "config" in meta and meta.get("run") == s.cfg.name:  # older checkpoints did not record their config
         changes = recovery.config_changes(meta["config"], s.cfg.to_dict(), meta.get("world_size", 1), s.info.world_size)
-    recovery.check_changes(changes, allow_changes, s.run, step, record=s.info.is_main)
+        recovery.check_changes(changes, allow_changes, s.run, int(meta.get("step", 0)), record=s.info.is_main)
+    state = load_checkpoint(ckpt, s.model, s.expect)
+    step = int(state["step"])
     s.optimizer.load_state_dict(state["optimizer"])
     s.schedule.load_state_dict(state["schedule"])
     if changes:  # accepted: the new optimizer settings take effect (the restored state would keep the old ones)
