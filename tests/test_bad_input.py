@@ -52,6 +52,8 @@ CASES = [
     (["train", "{recipe}", "--run", "gpt2", "model.n_head=3"], "model.n_embd"),
     (["train", "{recipe}", "--run", "gpt2", "model.n_lyer=3"], "model.n_lyer: unknown key"),
     (["train", "{recipe}", "data.context=0"], "data.context"),
+    (["train", "{recipe}", "data.stride=0"], "data.stride=0: must be an integer >= 1"),
+    (["train", "{recipe}", "data.val_windows=-1"], "data.val_windows=-1"),
     # ---- train: types
     (["train", "{recipe}", "train.batch_size=four"], "train.batch_size: expected an integer"),
     (["train", "{recipe}", "train.batch_size=2.5"], "train.batch_size: expected an integer"),

@@ -59,7 +59,7 @@ def test_round_trip_through_yaml():
     ("runs.gpt3.model.n_layer=2", r"no run 'gpt3'; valid runs: pacing, gpt2"),
     ("optim.lr=true", r"optim\.lr: expected a number"),
     ("train.compile=1", r"train\.compile: expected true or false"),
-    ("data.context=0", r"data\.context: must be at least 1"),
+    ("data.context=0", r"data\.context=0: must be an integer >= 1"),
 ])
 def test_config_errors_name_the_key(override, pattern):
     with pytest.raises(ConfigError, match=pattern) as e:

@@ -176,12 +176,14 @@ def _dry_run(cfg) -> int:
 
 
 def _launch_torchrun(n: int, raw: list[str]) -> int:
-    """Re-run this very command under torchrun, without --nproc (given as `--nproc N` or `--nproc=N`).
+    return run_torchrun(torchrun_command(n, raw))
+
+
+def torchrun_command(n: int, raw: list[str]) -> list[str]:
+    """This very command under torchrun, without --nproc (given as `--nproc N` or `--nproc=N`).
 
     The module's arguments follow a `--`: torchrun's own parser would otherwise take `--run` for an
-    abbreviation of its `--run-path` ("ambiguous option"). A worker that stops on a user mistake or an
-    environmental fault writes its one line to a file instead of stderr; this process prints it once and
-    leaves out torchrun's multi-line failure report that follows."""
+    abbreviation of its `--run-path` ("ambiguous option")."""
     argv, skip = [], False
     for a in raw:
         if skip or a.startswith("--nproc="):
@@ -191,7 +193,13 @@ def _launch_torchrun(n: int, raw: list[str]) -> int:
             skip = True
             continue
         argv.append(a)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", "-m", "patchbench", "--", *argv]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}", "-m", "patchbench", "--", *argv]
+
+
+def run_torchrun(cmd: list[str]) -> int:
+    """Run a torchrun command, forwarding the workers' output. A worker that stops on a user mistake or an
+    environmental fault writes its one line to a file instead of stderr (see _fail); it is printed here
+    once, and torchrun's multi-line failure report that follows is left out."""
     with tempfile.TemporaryDirectory(prefix="patchbench-nproc-") as tmp:
         errors = Path(tmp) / "error"
         env = {**os.environ, "PATCHBENCH_ERROR_FILE": str(errors), "LOGLEVEL": os.environ.get("LOGLEVEL", "ERROR")}
