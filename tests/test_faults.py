@@ -111,7 +111,7 @@ CKPT, RUNDIR = "patchbench.engine.checkpoint", "patchbench.rundir"
 
 @pytest.mark.parametrize("where", [
     f"{CKPT}:save_model#1",  # in the first checkpoint, before its weights are written
-    f"{CKPT}:sha256_file#2",  # in the first checkpoint, weights and state written, before meta.json
+    pytest.param(f"{CKPT}:sha256_file#2", marks=pytest.mark.slow),  # in the first checkpoint, weights and state written, before meta.json
     f"{RUNDIR}:RunDir.set_latest#1",  # the first checkpoint renamed into place, latest.json not yet written
     pytest.param(f"{CKPT}:save_model#2", marks=pytest.mark.slow),  # the same three in the second checkpoint
     pytest.param(f"{CKPT}:sha256_file#4", marks=pytest.mark.slow),
@@ -154,6 +154,7 @@ def test_first_checkpoint_killed_leaves_a_restartable_run(recipe, reference, tmp
     assert not list((out / "checkpoints").glob(".*tmp*"))
 
 
+@pytest.mark.slow
 def test_study_resume_restarts_a_run_killed_in_its_first_checkpoint(recipe, tmp_path, capsys):
     study = tmp_path / "study"
     args = ["study", str(recipe), "--out", str(study), "train.max_steps=3", "train.eval_every=1"]
