@@ -358,6 +358,21 @@ def test_disk_full_in_a_checkpoint_keeps_the_previous_one(recipe, reference, sto
     assert _curve(stopped) == _curve(reference)
 
 
+def test_disk_full_inside_safetensors_is_one_line(recipe, stopped, monkeypatch, capsys):
+    """What safetensors itself raises on a full disk (SafetensorError, not OSError) is still one line."""
+    import safetensors
+    import safetensors.torch
+
+    def full(*a, **k):
+        raise safetensors.SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                          'message: "No space left on device" })')
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    assert main(_args(recipe, stopped, "--resume")) == 2
+    assert "No space left on device" in _one_line(capsys.readouterr().err)
+    assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == ["latest.json", "step-000003", "step-000006"]
+
+
 def test_permission_denied_is_one_line(recipe, stopped, monkeypatch, capsys):
     import patchbench.engine.checkpoint as ckpt
 

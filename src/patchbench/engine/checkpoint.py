@@ -10,9 +10,11 @@ damaged newest one has a predecessor: RunDir.find_checkpoint takes the newest th
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _as_os_error(e: Exception, where: Path) -> OSError:
+    """safetensors (SafetensorError) and torch.save (RuntimeError) report a full disk or a refused write in
+    their own exception types; the user sees it as what it is, an OSError naming the folder."""
+    if isinstance(e, OSError):
+        return e
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    code = re.search(r"code: (\d+)", text) or re.search(r"errno (\d+)", text, re.I)
+    number = int(code.group(1)) if code else (errno.ENOSPC if shutil.disk_usage(where).free == 0 else errno.EIO)
+    return OSError(number, f"{os.strerror(number)} (writing a checkpoint: {text[:120]})", str(where))
+
+
 def _write_dir(final: Path, model: nn.Module, meta: dict[str, Any], state: dict[str, Any] | None) -> None:
     """Weights (+ state) + checksummed meta into a temporary sibling, fsynced, then renamed into place.
     Any failure (ENOSPC, EIO, Ctrl-C) removes the temporary and leaves `final` as it was."""
@@ -64,10 +77,12 @@ def _write_dir(final: Path, model: nn.Module, meta: dict[str, Any], state: dict[
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not final.exists():
             os.replace(old, final)  # put the previous one back
+        if isinstance(e, (RuntimeError, ValueError)) or type(e).__name__ == "SafetensorError":
+            raise _as_os_error(e, final.parent) from None
         raise
     shutil.rmtree(old, ignore_errors=True)
     fsync_dir(final.parent)
