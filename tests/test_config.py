@@ -59,7 +59,7 @@ def test_round_trip_through_yaml():
     ("runs.gpt3.model.n_layer=2", r"no run 'gpt3'; valid runs: pacing, gpt2"),
     ("optim.lr=true", r"optim\.lr: expected a number"),
     ("train.compile=1", r"train\.compile: expected true or false"),
-    ("data.context=0", r"data\.context: must be at least 1"),
+    ("data.context=0", r"data\.context=0: must be an integer >= 1"),
 ])
 def test_config_errors_name_the_key(override, pattern):
     with pytest.raises(ConfigError, match=pattern) as e:
@@ -83,3 +83,47 @@ def test_unknown_preset_and_missing_recipe(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_recipe(bad)
+
+
+def _numeric_fields_without_range(cls) -> list[str]:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    numeric = (int, float, list[int], list[float])
+    return [f.name for f in dataclasses.fields(cls) if hints[f.name] in numeric and "range" not in f.metadata]
+
+
+def test_every_number_declares_its_valid_range():
+    """A new numeric field must say what is valid (config.num / config.bounds), so build_dataclass checks it."""
+    from patchbench import registry
+    from patchbench.config import OptimConfig, TrainConfig
+    from patchbench.tasks.image_classification import ImageDataConfig
+    from patchbench.tasks.next_token import TextDataConfig
+
+    classes = {OptimConfig, TrainConfig, TextDataConfig, ImageDataConfig}
+    classes |= {registry.get_model(name).config for name in registry.list_models()}
+    missing = {c.__name__: m for c in classes if (m := _numeric_fields_without_range(c))}
+    assert missing == {"ImageDataConfig": ["val_fraction"]}  # checked by its validate(): 0 < val_fraction < 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "train.batch_size=0: must be an integer >= 1"),
+    ("optim.betas=[0.9,1.5]", "optim.betas[1]=1.5: must be a finite number >= 0 and < 1"),
+    ("optim.lr=.nan", "optim.lr=nan: must be a finite number > 0"),
+    ("runs.gpt2.model.dropout=1.5", "model.dropout=1.5: must be a finite number >= 0 and < 1"),
+    ("runs.pacing.model.depths=[1,0,1,1]", "model.depths[1]=0: must be an integer >= 1"),
+])
+def test_ranges_are_checked_where_the_dataclass_is_built(override, message):
+    with pytest.raises(ConfigError) as e:
+        expand_runs(resolve_recipe(load_recipe(RECIPES / "pacing_vs_gpt2.yaml"), "cpu", [override], "r"))
+    assert str(e.value).endswith(message) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("text, value", [("1e-3", 1e-3), ("1e300", 1e300), (".5", 0.5), ("-1e-5", -1e-5), ("2E-4", 2e-4),
+                                         ("1.5", 1.5), ("7", 7), ("1e", "1e"), ("0x10", 16), (".inf", float("inf"))])
+def test_yaml_floats_as_yaml_1_2_reads_them(text, value):
+    from patchbench import yamlio
+
+    assert yamlio.load(text) == value and type(yamlio.load(text)) is type(value)
+    assert parse_override(f"optim.lr={text}") == {"optim": {"lr": value}}

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,13 +100,15 @@ def test_list_shows_models_tasks_and_recipes(capsys):
 
 @pytest.mark.parametrize("form", [["--nproc", "3"], ["--nproc=3"]])
 def test_nproc_relaunches_the_same_command_under_torchrun(monkeypatch, form):
-    import subprocess
+    from patchbench import cli
 
     calls = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    monkeypatch.setattr(cli, "run_torchrun", lambda cmd: calls.append(cmd) or 0)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert main(["train", "r.yaml", *form, "--run", "gpt2", "train.max_steps=2"]) == 0
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "pacing_vs_gpt2.yaml")
+    assert main(["train", recipe, "--preset", "cpu", *form, "--run", "gpt2", "train.max_steps=2"]) == 0
     (cmd,) = calls
     assert cmd[cmd.index("torch.distributed.run") + 2] == "--nproc-per-node=3"
-    assert cmd[-6:] == ["patchbench", "train", "r.yaml", "--run", "gpt2", "train.max_steps=2"]
+    # the module's arguments after `--`: torchrun would take --run for its --run-path otherwise
+    assert cmd[cmd.index("patchbench"):] == ["patchbench", "--", "train", recipe, "--preset", "cpu", "--run", "gpt2", "train.max_steps=2"]
     assert not any(a.startswith("--nproc=") or a == "--nproc" for a in cmd)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from patchbench.engine.trainer import build, train
-from patchbench.errors import CheckpointError
+from patchbench.errors import CheckpointError, ConfigError
 from patchbench.recipe import build_run_config
 
 
@@ -72,5 +72,7 @@ def test_resume_with_another_class_count_is_refused(tmp_path):
     two = write_folder(tmp_path / "two", per_class=8)
     three = write_folder(tmp_path / "three", classes=("a", "b", "c"), per_class=8)
     train(build_run_config(recipe(two, max_steps=4, stop_after_steps=2)), tmp_path / "run")
-    with pytest.raises(CheckpointError, match="parameter shapes differ"):
+    with pytest.raises(ConfigError, match="model.num_classes 2 -> 3"):  # the changed config is named first
         train(build_run_config(recipe(three, max_steps=4)), tmp_path / "run", resume=True)
+    with pytest.raises(CheckpointError, match="parameter shapes differ"):  # and accepting it cannot make the shapes fit
+        train(build_run_config(recipe(three, max_steps=4)), tmp_path / "run", resume=True, allow_changes=True)

@@ -76,7 +76,7 @@ def test_resume_refuses_corrupt_and_foreign_checkpoints(recipe, tmp_path, capsys
     weights = a / "checkpoints" / "step-000003" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     assert main(["train", str(recipe), "--run", "gpt2", "--out", str(a), "--resume"]) == 2
-    assert "cannot be read" in capsys.readouterr().err
+    assert "checksum mismatch" in capsys.readouterr().err
     assert not (a / "summary.json").exists()
 
     # no checkpoint at all / an existing run without --resume

@@ -21,3 +21,16 @@ class DataMissing(ConfigError):
 
 class CheckpointError(PatchbenchError):
     """A checkpoint that is missing, corrupt or belongs to another run."""
+
+
+def user_message(e: BaseException) -> str | None:
+    """The one line a user sees for a user mistake or an environmental fault; None for an internal bug
+    (which keeps its traceback)."""
+    if isinstance(e, PatchbenchError):
+        return str(e)
+    if isinstance(e, OSError):  # disk full, permission denied, a vanished file, ...
+        what = e.strerror or str(e) or type(e).__name__
+        return f"{what}: {e.filename}" if e.filename is not None else what
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return "out of memory; lower train.batch_size or the model size"
+    return None

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from patchbench import registry
+from patchbench import registry, yamlio
 from patchbench.config import OptimConfig, RunConfig, TaskConfig, TrainConfig, build_dataclass
 from patchbench.errors import ConfigError
 
@@ -45,7 +45,7 @@ def parse_override(text: str, what: str = "override", example: str = "train.batc
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"{what} {text!r}: the key must be dotted names, e.g. {example}")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yamlio.load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
     node: dict = {}
@@ -63,7 +63,11 @@ def load_recipe(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"recipe {str(p)!r}: no such file; give a YAML recipe such as recipes/pacing_vs_gpt2.yaml")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yamlio.load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"recipe {str(p)!r}: not a text file (not UTF-8); give a YAML recipe") from None
+    except OSError as e:
+        raise ConfigError(f"recipe {str(p)!r}: cannot be read ({e.strerror})") from None
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0]
         raise ConfigError(f"recipe {str(p)!r}: not valid YAML ({first})") from None

@@ -10,41 +10,95 @@
     RUN/predictions.png          task extras after training (image classification)
     RUN/summary.json             written last: its presence means the run finished
 
+    RUN/changes.jsonl            what `--resume --allow-changes` accepted, at which step
+    RUN/.patchbench-run          marks a folder patchbench owns;  RUN/.lock   the writer's OS lock
+
     STUDY/study.yaml             the merged recipe (preset + overrides applied)
     STUDY/runs/<run>/            one run directory per run
 
 No other module spells these names: the trainer, checkpoints, studies, reports, tasks and models
-all go through `RunDir` and `StudyDir`. Imports only errors.py.
+all go through `RunDir` and `StudyDir`. Imports only errors.py and durable.py.
+
+Crash consistency (see durable.py for the file-level rules): every file is written complete or not at
+all; metrics.jsonl is append-only and its torn tail is cut before a resume appends to it; a checkpoint
+is trusted only when its files match the sha256 its meta.json lists, and latest.json is a hint that
+may never lead outside RUN/checkpoints/. `find_checkpoint` returns the newest checkpoint that verifies,
+with one note per newer one it skipped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
 
-from patchbench.errors import CheckpointError, ConfigError
+from patchbench import durable
+from patchbench.durable import atomic_write_text, dumps_strict
+from patchbench.errors import ConfigError
 
 WEIGHTS = "model.safetensors"  # in a checkpoint directory and in best/
 STATE = "state.pt"  # optimizer, schedule, scaler, RNG and step (weights_only torch file)
-META = "meta.json"  # format, step, shapes digest and the run it belongs to
+META = "meta.json"  # format, step, shapes digest, the run it belongs to, its config and the sha256 of each file
+CHECKPOINT_FORMATS = ("patchbench-checkpoint/2", "patchbench-checkpoint/1")  # written, and still readable (/1: no checksums)
+MARKER = ".patchbench-run"
+STEP_DIR = re.compile(r"^step-(\d{6,})$")
+OWN = ("checkpoints", "tb", "best", "metrics.jsonl", "summary.json", "sample.txt", "changes.jsonl", "predictions.png")
 
 
 def write_json(obj: Any, path: Path) -> None:
-    """Atomic: a reader sees the old file or the new one, never half of one."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
+    """Atomic and strict: a reader sees the old file or the new one, and never a bare NaN."""
+    atomic_write_text(path, dumps_strict(obj, indent=2, default=str))
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The complete rows of a JSON-lines log (a torn last line is not one of them)."""
+    return durable.read_jsonl(path)[0]
+
+
+def read_checkpoint_meta(path: Path) -> dict[str, Any]:
+    """meta.json of a checkpoint folder as a mapping; CheckpointError when it is missing, torn or not a mapping."""
+    from patchbench.errors import CheckpointError
+
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError):
+        raise CheckpointError(f"checkpoint {path}: missing or unreadable {META}; not a patchbench checkpoint") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: {META} is not a JSON object; not a patchbench checkpoint")
+    return meta
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """Why the checkpoint folder `path` cannot be trusted, or None when every file matches its sha256."""
+    from patchbench.errors import CheckpointError
+
+    try:
+        meta = read_checkpoint_meta(path)
+    except CheckpointError as e:
+        return str(e).split(": ", 1)[-1]
+    files = meta.get("files")
+    if meta.get("format") not in CHECKPOINT_FORMATS:
+        return f"format {meta.get('format')!r}, not one patchbench reads ({', '.join(CHECKPOINT_FORMATS)})"
+    if meta.get("format") == CHECKPOINT_FORMATS[1] and files is None:
+        return None  # written before checksums: loading it is the only check
+    if not isinstance(files, dict) or WEIGHTS not in files:
+        return f"{META} lists no checksums"
+    for name, want in files.items():
+        if not isinstance(name, str) or "/" in name or name.startswith("."):
+            return f"{META} names a file outside the checkpoint ({name!r})"
+        try:
+            got = durable.sha256_file(path / name)
+        except OSError as e:
+            return f"{name}: {e.strerror or 'unreadable'}"
+        if got != want:
+            return f"{name}: checksum mismatch (damaged or replaced)"
+    return None
 
 
 class RunDir:
@@ -106,11 +160,42 @@ class RunDir:
         return self.summary_path.is_file()
 
     def holds_run(self) -> bool:
-        """Something trained here already (a fresh run must not overwrite it)."""
-        return self.checkpoints_dir.exists()
+        """patchbench wrote here (the marker, or, from before it, checkpoints, metrics or a summary)."""
+        return any((self.path / name).exists() for name in (MARKER, "checkpoints", "metrics.jsonl", "summary.json"))
 
     def is_interrupted(self) -> bool:
-        return self.latest_pointer.is_file() and not self.is_finished()
+        """A run was started here and did not finish (it may or may not have a checkpoint to resume)."""
+        return self.holds_run() and not self.is_finished() and (self.checkpoints_dir.exists() or self.metrics_path.exists())
+
+    def claim(self) -> None:
+        """Mark the folder as a run folder; refuse one that holds anything else (the user's files)."""
+        if self.path.is_dir() and not self.holds_run():
+            others = sorted(p.name for p in self.path.iterdir() if p.name != durable.LOCK_NAME)
+            if others:
+                more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+                raise ConfigError(f"--out {str(self.path)!r} exists and is not a patchbench run folder (it holds {others[0]!r}{more}); "
+                                  "choose a new or empty folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / MARKER).exists():
+            atomic_write_text(self.path / MARKER, "patchbench run folder\n")
+
+    def lock(self) -> durable.FolderLock:
+        """The one-writer lock, held by the caller until it releases it (or dies)."""
+        return durable.FolderLock(self.path, "run folder")
+
+    def remove_temporaries(self) -> None:
+        """What an interrupted writer left: `.NAME.tmpPID` / `.NAME.oldPID` files and folders."""
+        durable.remove_temporaries(self.path)
+        durable.remove_temporaries(self.checkpoints_dir)
+
+    def start_over(self) -> None:
+        """Remove what an earlier attempt of this run wrote (the config, the marker and the lock stay)."""
+        for name in OWN:
+            p = self.path / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
 
     def check_writable(self) -> None:
         try:
@@ -124,7 +209,7 @@ class RunDir:
     # ---------------------------------------------------------------- config
     def write_config(self, yaml_text: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(yaml_text)
+        atomic_write_text(self.config_path, yaml_text)
 
     def read_config(self) -> dict:
         """The raw mapping of config.yaml (recipe.run_config_from_dict types it)."""
@@ -138,13 +223,20 @@ class RunDir:
     # ---------------------------------------------------------------- metrics
     def read_metrics(self, upto_step: int | None = None) -> list[dict]:
         """Every row of metrics.jsonl (training rows and validation rows), optionally up to a step."""
-        rows = read_jsonl(self.metrics_path)
+        rows = [r for r in read_jsonl(self.metrics_path) if isinstance(r.get("step"), int)]
         return rows if upto_step is None else [r for r in rows if r["step"] <= upto_step]
 
+    def repair_metrics(self) -> int:
+        """Cut a torn last line (a kill in the middle of a write) off metrics.jsonl; returns the bytes cut."""
+        return durable.repair_jsonl(self.metrics_path)[1]
+
+    def append_change(self, row: dict) -> None:
+        with open(self.path / "changes.jsonl", "a") as f:
+            f.write(dumps_strict(row) + "\n")
+
     def open_metrics(self, rows: Iterable[dict]) -> IO[str]:
-        """Rewrite metrics.jsonl with `rows` (the history up to a resume point) and open it to append."""
-        with open(self.metrics_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        """Rewrite metrics.jsonl with `rows` (the history up to a resume point, atomically) and open it to append."""
+        atomic_write_text(self.metrics_path, "".join(dumps_strict(r) + "\n" for r in rows))
         return open(self.metrics_path, "a")  # noqa: SIM115 - the caller keeps it open for the whole run
 
     # ---------------------------------------------------------------- summary, sample
@@ -155,29 +247,60 @@ class RunDir:
         write_json(summary, self.summary_path)
 
     def write_sample(self, text: str) -> None:
-        self.sample_path.write_text(text)
+        atomic_write_text(self.sample_path, text)
 
     # ---------------------------------------------------------------- checkpoints and best weights
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / f"step-{step:06d}"
 
     def all_checkpoints(self) -> list[Path]:
-        return sorted(p for p in self.checkpoints_dir.glob("step-*") if p.is_dir())
+        """step-NNNNNN folders, oldest first (by step; symlinks and other names are not checkpoints)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoints_dir.iterdir()
+                 if (m := STEP_DIR.match(p.name)) and p.is_dir() and not p.is_symlink()]
+        return [p for _, p in sorted(found)]
 
-    def set_latest(self, step: int) -> None:
-        """Point latest.json at step's checkpoint (atomically, after the checkpoint is in place)."""
-        tmp = self.checkpoints_dir / f".latest.tmp{os.getpid()}"
-        tmp.write_text(json.dumps({"step": step, "dir": self.checkpoint_dir(step).name}))
-        os.replace(tmp, self.latest_pointer)
+    def set_latest(self, step: int | None) -> None:
+        """Point latest.json at step's checkpoint (atomically, after the checkpoint is in place); None removes it."""
+        if step is None:
+            self.latest_pointer.unlink(missing_ok=True)
+            return
+        atomic_write_text(self.latest_pointer, json.dumps({"step": step, "dir": self.checkpoint_dir(step).name}))
 
-    def latest_checkpoint(self) -> Path | None:
+    def pointer_target(self) -> tuple[Path | None, str | None]:
+        """The folder latest.json names when it is a step folder inside checkpoints/; else (None, why not)."""
         if not self.latest_pointer.is_file():
-            return None
+            return None, None
         try:
             entry = json.loads(self.latest_pointer.read_text())
-            return self.checkpoints_dir / entry["dir"]
-        except (ValueError, KeyError):
-            raise CheckpointError(f"checkpoint pointer {self.latest_pointer}: corrupt; delete it to start over") from None
+        except (OSError, ValueError):
+            return None, "latest.json is torn or not JSON; ignored"
+        name = entry.get("dir") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not STEP_DIR.match(name):
+            return None, f"latest.json names {name!r}, not a step-NNNNNN folder inside {self.checkpoints_dir}; ignored"
+        target = self.checkpoints_dir / name
+        if target.resolve().parent != self.checkpoints_dir.resolve():
+            return None, f"latest.json points outside {self.checkpoints_dir} ({name!r}); ignored"
+        return target, None
+
+    def find_checkpoint(self) -> tuple[Path | None, list[str]]:
+        """The newest checkpoint that verifies, and one note per newer one skipped (and why)."""
+        target, why = self.pointer_target()
+        notes = [why] if why else []
+        candidates = list(reversed(self.all_checkpoints()))
+        if target is not None and target not in candidates:
+            notes.append(f"latest.json names {target.name}, which is missing")
+        for path in candidates:
+            problem = verify_checkpoint(path)
+            if problem is None:
+                return path, notes
+            notes.append(f"{path.name}: {problem}")
+        return None, notes
+
+    def latest_checkpoint(self) -> Path | None:
+        """The newest checkpoint that verifies (None when none does)."""
+        return self.find_checkpoint()[0]
 
     def best_weights(self) -> Path | None:
         path = self.best_dir / WEIGHTS
@@ -220,7 +343,18 @@ class StudyDir:
         return self.spec_path.is_file()
 
     def write_spec(self, merged: dict) -> None:
-        self.spec_path.write_text(yaml.safe_dump(merged, sort_keys=False))
+        atomic_write_text(self.spec_path, yaml.safe_dump(merged, sort_keys=False))
+
+    def holds_study(self) -> bool:
+        return self.has_spec() or (self.path / "runs").exists()
+
+    def claim(self) -> None:
+        """Refuse a folder that holds anything but a study (the user's files)."""
+        if self.path.is_dir() and not self.holds_study() and any(p.name != durable.LOCK_NAME for p in self.path.iterdir()):
+            raise ConfigError(f"--out {str(self.path)!r} exists and is not a patchbench study folder; choose a new or empty folder")
+
+    def lock(self) -> durable.FolderLock:
+        return durable.FolderLock(self.path, "study folder")
 
     def read_spec(self) -> dict:
         if not self.spec_path.is_file():

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from patchbench.config import bounds, num
 from patchbench.errors import ConfigError
 
 INPUT_KINDS = ("auto", "continuous", "discrete")
@@ -32,15 +33,15 @@ class SequenceIO:
 
     name: str = ""
     input_kind: str = "auto"  # auto (the task's) | continuous (features per token) | discrete (token ids)
-    input_dim: int = 0  # features per token (continuous); 0 = the task's
-    vocab_size: int = 0  # number of token ids (discrete); 0 = the task's
-    output_dim: int = 0  # values predicted per readout; 0 = the task's
-    out_tokens: int = 0  # 0 = one readout -> (B, output_dim); k = the last k tokens -> (B, k, output_dim) (set by the task)
+    input_dim: int = num(0, ge=0)  # features per token (continuous); 0 = the task's
+    vocab_size: int = num(0, ge=0)  # number of token ids (discrete); 0 = the task's
+    output_dim: int = num(0, ge=0)  # values predicted per readout; 0 = the task's
+    out_tokens: int = num(0, ge=0)  # 0 = one readout -> (B, output_dim); k = the last k tokens -> (B, k, output_dim) (set by the task)
     readout: str = "last"  # last (the seed's) | cls
-    in_layers: list[int] = field(default_factory=list)  # hidden widths of an input MLP before the body
-    out_layers: list[int] = field(default_factory=list)  # hidden widths of an output MLP after the body
-    dropout: float = 0.1
-    orth_gain: float = 1.41  # orthogonal init gain of the input Linear layers; 0 = PyTorch's default init
+    in_layers: list[int] = field(default_factory=list, metadata=bounds(ge=1))  # hidden widths of an input MLP before the body
+    out_layers: list[int] = field(default_factory=list, metadata=bounds(ge=1))  # hidden widths of an output MLP after the body
+    dropout: float = num(0.1, ge=0, lt=1)
+    orth_gain: float = num(1.41, ge=0)  # orthogonal init gain of the input Linear layers; 0 = PyTorch's default init
 
     def validate_io(self) -> None:
         if self.input_kind not in INPUT_KINDS:

@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         result = {"error": str(e), "error_kind": "config"}
     except torch.OutOfMemoryError:
         result = {"error": f"out of memory at batch {job['spec'].get('batch_size')}", "error_kind": "oom"}
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the bench command reports it, once
+        return 130
     Path(argv[1]).write_text(json.dumps(result, default=str))
     return 0
 

@@ -1,16 +1,20 @@
-"""Atomic checkpoints: safetensors weights + a weights_only torch state + meta.json.
+"""Atomic, verified checkpoints: safetensors weights + a weights_only torch state + meta.json.
 
 Where they live (RUN/checkpoints/step-NNNNNN/, the latest.json pointer, RUN/best/) is RunDir's
-business (rundir.py); this module writes and checks their contents. A checkpoint directory is
-written under a temporary name and renamed into place, so a killed run leaves either the old
-checkpoint or the new one, never half of one.
+business (rundir.py); this module writes and loads their contents. A checkpoint folder is written
+under a temporary name (`.step-000040.tmpPID`), its files fsynced and their sha256 recorded in
+meta.json (written last), and only then renamed into place; a write that fails (a full disk, Ctrl-C)
+removes its temporary and leaves the previous checkpoints as they were. The two newest are kept, so a
+damaged newest one has a predecessor: RunDir.find_checkpoint takes the newest that verifies.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -19,12 +23,13 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from patchbench.durable import atomic_write_text, fsync_dir, sha256_file
 from patchbench.errors import CheckpointError
-from patchbench.rundir import META, STATE, WEIGHTS, RunDir
+from patchbench.rundir import CHECKPOINT_FORMATS, META, STATE, WEIGHTS, RunDir, read_checkpoint_meta
 
 __all__ = ["FORMAT", "CheckpointError", "shapes_digest", "save_checkpoint", "save_weights", "latest_checkpoint", "load_checkpoint"]
 
-FORMAT = "patchbench-checkpoint/1"
+FORMAT, *_ = CHECKPOINT_FORMATS  # /2: meta.json lists the sha256 of every file ("files"); /1 (readable) did not
 
 
 def shapes_digest(model: nn.Module) -> str:
@@ -34,20 +39,53 @@ def shapes_digest(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _as_os_error(e: Exception, where: Path) -> OSError:
+    """safetensors (SafetensorError) and torch.save (RuntimeError) report a full disk or a refused write in
+    their own exception types; the user sees it as what it is, an OSError naming the folder."""
+    if isinstance(e, OSError):
+        return e
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    code = re.search(r"code: (\d+)", text) or re.search(r"errno (\d+)", text, re.I)
+    number = int(code.group(1)) if code else (errno.ENOSPC if shutil.disk_usage(where).free == 0 else errno.EIO)
+    return OSError(number, f"{os.strerror(number)} (writing a checkpoint: {text[:120]})", str(where))
+
+
 def _write_dir(final: Path, model: nn.Module, meta: dict[str, Any], state: dict[str, Any] | None) -> None:
-    """Weights (+ state) + meta into a temporary sibling, then swapped into place."""
+    """Weights (+ state) + checksummed meta into a temporary sibling, fsynced, then renamed into place.
+    Any failure (ENOSPC, EIO, Ctrl-C) removes the temporary and leaves `final` as it was."""
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / WEIGHTS))
-    if state is not None:
-        torch.save(state, tmp / STATE)
-    (tmp / META).write_text(json.dumps({"format": FORMAT, "shapes": shapes_digest(model), **meta}, indent=2))
     old = final.with_name(f".{final.name}.old{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_model(model, str(tmp / WEIGHTS))
+        if state is not None:
+            torch.save(state, tmp / STATE)
+        files = {}
+        for name in (WEIGHTS, STATE) if state is not None else (WEIGHTS,):
+            _fsync(tmp / name)
+            files[name] = sha256_file(tmp / name)
+        atomic_write_text(tmp / META, json.dumps({"format": FORMAT, "shapes": shapes_digest(model), **meta, "files": files}, indent=2))
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not final.exists():
+            os.replace(old, final)  # put the previous one back
+        if isinstance(e, (RuntimeError, ValueError)) or type(e).__name__ == "SafetensorError":
+            raise _as_os_error(e, final.parent) from None
+        raise
     shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(final.parent)
 
 
 def save_checkpoint(run: RunDir | Path, step: int, model: nn.Module, state: dict[str, Any], meta: dict[str, Any], keep: int = 2) -> Path:
@@ -73,11 +111,8 @@ def latest_checkpoint(run: RunDir | Path) -> Path | None:
 
 def load_checkpoint(path: Path, model: nn.Module, expect: dict[str, Any]) -> dict[str, Any]:
     """Load weights into `model` and return the training state. Foreign or corrupt -> CheckpointError."""
-    try:
-        meta = json.loads((path / META).read_text())
-    except (OSError, ValueError):
-        raise CheckpointError(f"checkpoint {path}: missing or unreadable {META}; not a patchbench checkpoint") from None
-    if meta.get("format") != FORMAT:
+    meta = read_checkpoint_meta(path)
+    if meta.get("format") not in CHECKPOINT_FORMATS:
         raise CheckpointError(f"checkpoint {path}: format {meta.get('format')!r}, expected {FORMAT!r}")
     for key, want in expect.items():
         if meta.get(key) != want:
@@ -92,5 +127,8 @@ def load_checkpoint(path: Path, model: nn.Module, expect: dict[str, Any]) -> dic
         state = torch.load(path / STATE, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"checkpoint {path / STATE}: cannot be read safely ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("step") != meta.get("step"):
+        got = state.get("step") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint {path / STATE}: holds step {got!r} but {META} says {meta.get('step')!r}; it was replaced")
     state["meta"] = meta
     return state

@@ -5,9 +5,9 @@ Only the main rank logs; on the other ranks every method is a no-op, so the loop
 
 from __future__ import annotations
 
-import json
 import sys
 
+from patchbench.durable import dumps_strict
 from patchbench.rundir import RunDir
 
 TB_TAGS = {"train_loss": "Loss/train", "val_loss": "Loss/validation", "val_accuracy": "Accuracy/Test", "lr": "LearningRate"}
@@ -41,7 +41,7 @@ class RunLog:
         if not self.enabled:
             return
         for r in rows:
-            self.metrics.write(json.dumps(r) + "\n")
+            self.metrics.write(dumps_strict(r) + "\n")  # strict JSON: a NaN loss is written as null
             for k, v in r.items():
                 if k != "step":
                     self.writer.add_scalar(TB_TAGS.get(k, k), v, r["step"])

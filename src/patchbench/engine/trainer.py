@@ -5,10 +5,15 @@ summary) belongs to rundir.RunDir; metrics.jsonl, TensorBoard and the progress b
 together by runlog.RunLog.
 
     train(cfg, run_dir)
+      claim        lock the folder, clean temporaries, refuse a user's folder or an existing run (recovery.py)
       setup()      seed, task, model, precision, optimizer, schedule, scaler
-      restore()    checkpoint -> model, optimizer, schedule, scaler, RNG (the inverse of snapshot())
+      restore()    newest verified checkpoint -> model, optimizer, schedule, scaler, RNG (the inverse of snapshot());
+                   a config that differs from the checkpoint's is refused unless --allow-changes
       the loop     accumulate micro-batches, clip, step; at sync points: log, validate(), snapshot()
       summarize()  summary.json, the sample, the task's after_training extras
+
+A loss that turns NaN or infinite stops the run (NonFiniteLoss, one line) before any checkpoint holds
+the damage; metrics.jsonl is strict JSON (a non-finite value is written as null).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from torch import nn
 from patchbench import registry
 from patchbench.config import RunConfig
 from patchbench.engine import distributed as D
+from patchbench.engine import recovery
 from patchbench.engine.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from patchbench.engine.measure import device_name, peak_memory_bytes, reset_peak, resolve_device
 from patchbench.engine.optim import build_optimizer, build_schedule
@@ -38,7 +44,7 @@ from patchbench.engine.runlog import RunLog
 from patchbench.errors import CheckpointError, ConfigError
 from patchbench.models.base import count_params, model_bytes
 from patchbench.recipe import run_config_from_dict
-from patchbench.rundir import RunDir
+from patchbench.rundir import RunDir, read_checkpoint_meta
 from patchbench.tasks.base import Task, to_device
 
 __all__ = ["train", "build", "load_run", "index_batches", "resolve_precision", "seed_everything", "setup", "snapshot", "restore"]
@@ -79,6 +85,10 @@ def index_batches(num: int, batch: int, seed: int, start_micro: int, info: D.Dis
 
 # --------------------------------------------------------------------------------------------------
 # setup, snapshot / restore
+
+
+class NonFiniteLoss(ConfigError):
+    """The loss became NaN or infinite: the run stops before a checkpoint holds the damage."""
 
 
 @dataclass
@@ -128,28 +138,53 @@ def setup(cfg: RunConfig, run: RunDir, device: torch.device, info: D.DistInfo) -
                  autocast=autocast_factory(device, amp_dtype))
 
 
-def snapshot(s: Setup, step: int, train_time: float) -> dict[str, Any]:
+def snapshot(s: Setup, step: int, train_time: float, examples: int) -> dict[str, Any]:
     """The training state a checkpoint holds besides the weights; restore() reads the same keys."""
     state = {"optimizer": s.optimizer.state_dict(), "schedule": s.schedule.state_dict(), "scaler": s.scaler.state_dict(),
-             "rng_cpu": torch.get_rng_state(), "step": step, "train_time": train_time}
+             "rng_cpu": torch.get_rng_state(), "step": step, "train_time": train_time, "examples": examples}
     if s.device.type == "cuda":
         state["rng_cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def restore(s: Setup) -> tuple[int, float]:
-    """Load the latest checkpoint into s; returns (step, training seconds so far)."""
-    ckpt = s.run.latest_checkpoint()
-    if ckpt is None:
-        raise CheckpointError(f"--resume: {s.run} has no checkpoint to resume from")
+def checkpoint_meta(s: Setup) -> dict[str, Any]:
+    """What meta.json records besides format, step and checksums: the run it belongs to and its config."""
+    return {**s.expect, "world_size": s.info.world_size, "config": s.cfg.to_dict()}
+
+
+def restore(s: Setup, allow_changes: bool = False) -> tuple[int, float, int]:
+    """Load the newest verified checkpoint into s; returns (step, training seconds so far, examples so far).
+    A config that differs from the checkpoint's is refused (naming the keys) unless allow_changes."""
+    ckpt = recovery.resume_point(s.run, s.cfg.name, speak=s.info.is_main)
+    meta = read_checkpoint_meta(ckpt)  # compared first: a changed config is named before its shapes differ
+    changes = {}
+    if "config" in meta and meta.get("run") == s.cfg.name:  # older checkpoints did not record their config
+        changes = recovery.config_changes(meta["config"], s.cfg.to_dict(), meta.get("world_size", 1), s.info.world_size)
+        recovery.check_changes(changes, allow_changes, s.run, int(meta.get("step", 0)), record=s.info.is_main)
     state = load_checkpoint(ckpt, s.model, s.expect)
+    step = int(state["step"])
     s.optimizer.load_state_dict(state["optimizer"])
     s.schedule.load_state_dict(state["schedule"])
+    if changes:  # accepted: the new optimizer settings take effect (the restored state would keep the old ones)
+        apply_optim_config(s.optimizer, s.schedule, s.cfg.optim)
     s.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng_cpu"])
     if s.device.type == "cuda" and "rng_cuda" in state:
         torch.cuda.set_rng_state(state["rng_cuda"])
-    return int(state["step"]), float(state.get("train_time", 0.0))
+    return step, float(state.get("train_time", 0.0)), int(state.get("examples", step * s.examples_per_step))
+
+
+def apply_optim_config(optimizer: torch.optim.Optimizer, schedule: Any, cfg: Any) -> None:
+    """After restoring optimizer and schedule state, make an accepted change of optim.* take effect."""
+    schedule.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+    for group, base in zip(optimizer.param_groups, schedule.base_lrs):
+        group["lr"] = base * schedule.lr_lambdas[0](schedule.last_epoch)
+        group["weight_decay"] = cfg.weight_decay
+        if "betas" in group:
+            group["betas"], group["eps"] = tuple(cfg.betas), cfg.eps
+        if "momentum" in group:
+            group["momentum"] = cfg.momentum
+    schedule._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
 def wrap(s: Setup, start_step: int) -> nn.Module:
@@ -173,6 +208,7 @@ class Tally:
     metric: str
     train_time: float = 0.0  # seconds of training (validation excluded), over every resumed part
     prior_time: float = 0.0  # of that, before this process
+    prior_examples: int = 0  # trained before this process (every resumed part)
     examples: int = 0  # trained by this process
     seg_examples: int = 0  # at the last validation: throughput between validations
     seg_time: float = 0.0
@@ -181,9 +217,10 @@ class Tally:
     last_val_loss: float | None = None
 
     @classmethod
-    def resume(cls, metric: str, history: list[dict], prior_time: float) -> Tally:
-        val_losses = [r["val_loss"] for r in history if "val_loss" in r]
-        return cls(metric, prior_time, prior_time, seg_time=prior_time, val_history=[r[metric] for r in history if metric in r],
+    def resume(cls, metric: str, history: list[dict], prior_time: float, prior_examples: int = 0) -> Tally:
+        val_losses = [r["val_loss"] for r in history if r.get("val_loss") is not None]
+        return cls(metric, prior_time, prior_time, prior_examples, seg_time=prior_time,
+                   val_history=[r[metric] for r in history if metric in r],
                    best_val=min(val_losses, default=math.inf), last_val_loss=val_losses[-1] if val_losses else None)
 
     def add_time(self, device: torch.device, since: float) -> None:
@@ -212,7 +249,7 @@ def validate(s: Setup, tally: Tally, step: int) -> dict[str, Any]:
 
 def summarize(s: Setup, tally: Tally, log: RunLog, resumed: bool) -> dict[str, Any]:
     """summary.json (written last: its presence means the run finished), the sample and the task's extras."""
-    tc, seg, examples = s.cfg.train, tally.train_time - tally.prior_time, tally.examples
+    tc, examples, seconds = s.cfg.train, tally.prior_examples + tally.examples, tally.train_time  # the whole run, every part
     n_final = min(tc.final_metric_window, len(tally.val_history))
     window = tally.val_history[-n_final:] if n_final else []
     params = count_params(s.model)
@@ -222,8 +259,8 @@ def summarize(s: Setup, tally: Tally, log: RunLog, resumed: bool) -> dict[str, A
         "params_total": params["total"], "params_trainable": params["trainable"],
         "model_bytes": model_bytes(s.model),
         **{f"{k}_bytes": v for k, v in peak_memory_bytes(s.device).items()},
-        "train_examples_per_s": examples / seg if seg > 0 else None,
-        "train_items_per_s": examples * s.task.items_per_example() / seg if seg > 0 else None,
+        "train_examples_per_s": examples / seconds if seconds > 0 else None,
+        "train_items_per_s": examples * s.task.items_per_example() / seconds if seconds > 0 else None,
         "train_time_s": tally.train_time,
         "time_per_epoch_s": tally.train_time / (s.total_steps / s.steps_per_epoch),
         "final_metric": float(np.mean(window)) if window else None,
@@ -249,7 +286,8 @@ def summarize(s: Setup, tally: Tally, log: RunLog, resumed: bool) -> dict[str, A
 # the run
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, allow_changes: bool = False) -> dict[str, Any]:
+    """Train one run into `run_dir`; rank 0 holds the folder's lock for as long as it runs."""
     run = RunDir(run_dir)
     device = resolve_device(cfg.train.device)
     info = D.init_from_env(device.type)
@@ -258,16 +296,25 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
     if resume and run.is_finished():  # nothing to resume, keep its figures
         print(f"[{cfg.name}] {run} already finished; nothing to resume", flush=True)
         return run.read_summary()
+    lock = None
     if info.is_main:
         run.check_writable()
-        if not resume and run.holds_run():
-            raise ConfigError(f"output directory {str(run)!r} already holds a run; pass --resume to continue it or choose another --out")
+        lock = recovery.claim(run, resume, cfg.name)
+    try:
+        return _train(cfg, run, resume, allow_changes, device, info)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _train(cfg: RunConfig, run: RunDir, resume: bool, allow_changes: bool, device: torch.device, info: D.DistInfo) -> dict[str, Any]:
     s = setup(cfg, run, device, info)
     cfg, tc = s.cfg, s.cfg.train
-    start_step, prior_time = restore(s) if resume else (0, 0.0)
-    history = run.read_metrics(start_step) if resume else []
-    tally = Tally.resume(s.task.primary_metric, history, prior_time)
+    start_step, prior_time, prior_examples = restore(s, allow_changes) if resume else (0, 0.0, 0)
+    if resume and info.is_main and (cut := run.repair_metrics()):
+        print(f"[{cfg.name}] metrics.jsonl: cut {cut} bytes of a torn last line", flush=True)
+    history = run.read_metrics(start_step) if resume and info.is_main else []
+    tally = Tally.resume(s.task.primary_metric, history, prior_time, prior_examples)
     model = wrap(s, start_step)
     if info.is_main:
         run.write_config(cfg.to_yaml())
@@ -313,11 +360,14 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
         losses = D.all_reduce_mean(torch.stack([p[1] for p in pending]), info).tolist()
         rows = [{"step": st, "train_loss": v, "lr": lr} for (st, _, lr), v in zip(pending, losses)]
         pending = []
+        stop_if_diverged(s, log, rows)
         if evaluate:
             rows.append(validate(s, tally, step))
         log.write(rows, **tally.postfix(losses[-1]))
         if save and info.is_main:
-            save_checkpoint(run, step, s.model, snapshot(s, step, tally.train_time), s.expect)
+            check_weights(s, step)
+            state = snapshot(s, step, tally.train_time, tally.prior_examples + tally.examples)
+            save_checkpoint(run, step, s.model, state, checkpoint_meta(s))
         D.barrier(info)
         seg_start = time.perf_counter()
 
@@ -329,13 +379,36 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str
     return summary or {"name": cfg.name, "stopped_at_step": step, "finished": False}
 
 
+def stop_if_diverged(s: Setup, log: RunLog, rows: list[dict]) -> None:
+    """A non-finite training loss at step b means the weights after step b-1 are damaged: log the rows,
+    set aside every checkpoint from step b-1 on, and stop with one line naming the last good one."""
+    bad = next((r for r in rows if not math.isfinite(r["train_loss"])), None)
+    if bad is None:
+        return
+    log.write(rows)
+    log.close()
+    good = recovery.set_aside_diverged(s.run, bad["step"]) if s.info.is_main else None
+    where = (f"resume from the last good checkpoint, {good.name}, with --resume --allow-changes" if good is not None
+             else "no checkpoint before it survives; start over")
+    raise NonFiniteLoss(f"train loss became {bad['train_loss']} at step {bad['step']} (lr {bad['lr']:.3g}); training stopped; "
+                        f"lower optim.lr or set optim.clip and {where}")
+
+
+def check_weights(s: Setup, step: int) -> None:
+    """Never checkpoint non-finite weights (a finite loss can precede them by one step)."""
+    if not all(bool(torch.isfinite(p).all()) for p in s.model.parameters()):
+        raise NonFiniteLoss(f"the weights became non-finite at step {step}; training stopped, the last checkpoint is "
+                            f"{getattr(s.run.latest_checkpoint(), 'name', 'none')}; lower optim.lr or set optim.clip")
+
+
 def load_run(run_dir: str | Path) -> tuple[Task, RunConfig, nn.Module]:
-    """(task, cfg, model) of a finished or checkpointed run, weights from its latest checkpoint."""
+    """(task, cfg, model) of a finished or checkpointed run, weights from its newest verified checkpoint."""
     run = RunDir(run_dir)
     cfg = run_config_from_dict(run.read_config())
-    ckpt = run.latest_checkpoint()
+    ckpt, notes = run.find_checkpoint()
     if ckpt is None:
-        raise CheckpointError(f"run directory {str(run)!r}: no checkpoint to load weights from")
+        why = f" ({'; '.join(notes)})" if notes else ""
+        raise CheckpointError(f"run directory {str(run)!r}: no checkpoint that verifies to load weights from{why}")
     task, cfg2, model = build(cfg)
     load_checkpoint(ckpt, model, {"model": cfg.model.name, "task": cfg.task.name, "run": cfg.name})
     return task, cfg2, model

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from patchbench.adapters.patch_embed import check_patch
+from patchbench.config import num
 from patchbench.errors import ConfigError
 from patchbench.registry import register_model, register_variant
 
@@ -23,14 +24,14 @@ from patchbench.registry import register_model, register_variant
 @dataclass
 class ConvMixerConfig:
     name: str = "convmixer"
-    num_classes: int = 0  # 0 = the task's classes; built alone: no head (timm's convention)
-    image_size: int = 0  # 0 = the task's data.image_size; only checked (the network is size-agnostic)
-    in_chans: int = 0  # 0 = the task's image channels (3 when built without a task)
-    dim: int = 512
-    depth: int = 4
-    kernel: int = 9
-    patch: int = 16
-    drop_rate: float = 0.0
+    num_classes: int = num(0, ge=0)  # 0 = the task's classes; built alone: no head (timm's convention)
+    image_size: int = num(0, ge=0)  # 0 = the task's data.image_size; only checked (the network is size-agnostic)
+    in_chans: int = num(0, ge=0)  # 0 = the task's image channels (3 when built without a task)
+    dim: int = num(512, ge=1)
+    depth: int = num(4, ge=1)
+    kernel: int = num(9, ge=1)
+    patch: int = num(16, ge=1)
+    drop_rate: float = num(0.0, ge=0, lt=1)
 
     def validate(self) -> None:
         for key in ("dim", "depth", "kernel", "patch"):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from patchbench.config import num
 from patchbench.errors import ConfigError
 from patchbench.registry import register_model
 
@@ -31,12 +32,12 @@ from patchbench.registry import register_model
 @dataclass
 class GPT2Config:
     name: str = "gpt2"
-    n_embd: int = 768
-    n_layer: int = 12
-    n_head: int = 12
-    n_positions: int = 1024
-    vocab_size: int = 50257  # 0 = take the tokenizer's size
-    dropout: float = 0.1  # residual, embedding and attention dropout (GPT-2's default)
+    n_embd: int = num(768, ge=1)
+    n_layer: int = num(12, ge=1)
+    n_head: int = num(12, ge=1)
+    n_positions: int = num(1024, ge=1)
+    vocab_size: int = num(50257, ge=0)  # 0 = take the tokenizer's size
+    dropout: float = num(0.1, ge=0, lt=1)  # residual, embedding and attention dropout (GPT-2's default)
     forward_impl: str = "patchbench"  # patchbench (own forward over the same weights) | transformers
     attn_implementation: str = "sdpa"  # transformers' attention (forward_impl: transformers): sdpa | eager
 

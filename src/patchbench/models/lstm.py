@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from patchbench.adapters.sequence_tokens import SequenceIO, input_layer, output_layer, read_out
+from patchbench.config import num
 from patchbench.errors import ConfigError
 from patchbench.models.base import count_params
 from patchbench.registry import register_model
@@ -24,8 +25,8 @@ from patchbench.registry import register_model
 @dataclass
 class LSTMConfig(SequenceIO):
     name: str = "lstm"
-    hidden: int = 768  # GPT-2 small's width
-    layers: int = 3
+    hidden: int = num(768, ge=1)  # GPT-2 small's width
+    layers: int = num(3, ge=1)
 
     def validate(self) -> None:
         self.validate_io()

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from patchbench.adapters.tokens_to_image import TokensToImage, grid_size
+from patchbench.config import bounds, num
 from patchbench.errors import ConfigError
 from patchbench.registry import register_model
 
@@ -31,16 +32,16 @@ from patchbench.registry import register_model
 @dataclass
 class PacingConfig:
     name: str = "pacing"
-    vocab_size: int = 50257  # 0 = take the tokenizer's size
-    n_positions: int = 1024
-    patch: int = 16  # n_embd = 3 * patch * patch
+    vocab_size: int = num(50257, ge=0)  # 0 = take the tokenizer's size
+    n_positions: int = num(1024, ge=1)
+    patch: int = num(16, ge=1)  # n_embd = 3 * patch * patch
     layout: str = "all"  # all (every token placed, 32×32 grid for 1024) | seed (16×16 grid, first 256)
-    depths: list[int] = field(default_factory=lambda: [3, 3, 24, 3])
-    dims: list[int] = field(default_factory=lambda: [128, 256, 512, 1024])
-    readout_channels: int = 0  # 0 = n_positions (the seed's ConvTranspose1d width)
-    drop_path: float = 0.0
-    pad_id: int = -1  # -1 = vocab_size - 1 (GPT-2's <|endoftext|> = 50256)
-    embed_init_std: float = 0.02  # token/position embedding init (GPT-2's); 0 = PyTorch's N(0, 1), as the seed
+    depths: list[int] = field(default_factory=lambda: [3, 3, 24, 3], metadata=bounds(ge=1))
+    dims: list[int] = field(default_factory=lambda: [128, 256, 512, 1024], metadata=bounds(ge=1))
+    readout_channels: int = num(0, ge=0)  # 0 = n_positions (the seed's ConvTranspose1d width)
+    drop_path: float = num(0.0, ge=0, lt=1)
+    pad_id: int = num(-1, ge=-1)  # -1 = vocab_size - 1 (GPT-2's <|endoftext|> = 50256)
+    embed_init_std: float = num(0.02, ge=0)  # token/position embedding init (GPT-2's); 0 = PyTorch's N(0, 1), as the seed
     forward_impl: str = "patchbench"  # patchbench (one NHWC layout end to end, fused GRN) | timm (timm's modules)
 
     @property

@@ -15,6 +15,7 @@ from typing import Any
 
 from torch import nn
 
+from patchbench.config import num
 from patchbench.errors import ConfigError
 from patchbench.registry import register_model
 
@@ -23,10 +24,10 @@ from patchbench.registry import register_model
 class TimmConfig:
     name: str = "timm"
     arch: str = "resnet18"  # any name in timm.list_models()
-    num_classes: int = 0  # 0 = the task's classes; built alone: no classifier (timm's convention)
-    image_size: int = 0  # 0 = the task's data.image_size; passed as img_size to archs that take one
-    in_chans: int = 0  # 0 = the task's image channels (3 when built without a task)
-    drop_rate: float = 0.0
+    num_classes: int = num(0, ge=0)  # 0 = the task's classes; built alone: no classifier (timm's convention)
+    image_size: int = num(0, ge=0)  # 0 = the task's data.image_size; passed as img_size to archs that take one
+    in_chans: int = num(0, ge=0)  # 0 = the task's image channels (3 when built without a task)
+    drop_rate: float = num(0.0, ge=0, lt=1)
     checkpoint: str = ""  # a local weights file to start from; "" = random init
     kwargs: dict = field(default_factory=dict)  # extra timm.create_model keyword arguments
 

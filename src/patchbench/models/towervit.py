@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from patchbench.adapters.patch_embed import PatchEmbed, check_patch
+from patchbench.config import bounds, num
 from patchbench.errors import ConfigError
 from patchbench.registry import register_model
 
@@ -37,17 +38,17 @@ DEFAULT_IN_CHANS = 3
 @dataclass
 class TowerViTConfig:
     name: str = "towervit"
-    num_classes: int = 0  # 0 = the task's classes; built alone: no final Linear (timm's convention)
-    image_size: int = 0  # 0 = the task's data.image_size (32 when built without a task)
-    in_chans: int = 0  # 0 = the task's image channels (3 when built without a task)
-    patch: int = 4
-    dim: int = 64
-    depth: int = 3
-    heads: int = 4
-    hidden: int = 128  # MLP hidden width of every block
-    head_hidden: int = 128  # the classifier MLP's hidden width (the seed reused `hidden`)
+    num_classes: int = num(0, ge=0)  # 0 = the task's classes; built alone: no final Linear (timm's convention)
+    image_size: int = num(0, ge=0)  # 0 = the task's data.image_size (32 when built without a task)
+    in_chans: int = num(0, ge=0)  # 0 = the task's image channels (3 when built without a task)
+    patch: int = num(4, ge=1)
+    dim: int = num(64, ge=1)
+    depth: int = num(3, ge=1)
+    heads: int = num(4, ge=1)
+    hidden: int = num(128, ge=1)  # MLP hidden width of every block
+    head_hidden: int = num(128, ge=1)  # the classifier MLP's hidden width (the seed reused `hidden`)
     head_act: str = "gelu"  # gelu | relu
-    embed_init_std: float = 1.0  # CLS/position init std: 1.0 = the seed's torch.randn (timm uses 0.02)
+    embed_init_std: float = num(1.0, ge=0)  # CLS/position init std: 1.0 = the seed's torch.randn (timm uses 0.02)
 
     def validate(self) -> None:
         _check_common(self.patch, self.image_size, self.head_act)
@@ -61,16 +62,16 @@ class TowerViTConfig:
 @dataclass
 class PyramidViTConfig:
     name: str = "vit_pyramid"
-    num_classes: int = 0
-    image_size: int = 0
-    in_chans: int = 0
-    patch: int = 4
-    dims: list[int] = field(default_factory=lambda: [64, 128, 256])  # one per block; a Linear between widths
-    heads: list[int] = field(default_factory=lambda: [4, 8, 16])
-    hidden: list[int] = field(default_factory=lambda: [128, 256, 512])
-    head_hidden: int = 512
+    num_classes: int = num(0, ge=0)
+    image_size: int = num(0, ge=0)
+    in_chans: int = num(0, ge=0)
+    patch: int = num(4, ge=1)
+    dims: list[int] = field(default_factory=lambda: [64, 128, 256], metadata=bounds(ge=1))  # one per block; a Linear between widths
+    heads: list[int] = field(default_factory=lambda: [4, 8, 16], metadata=bounds(ge=1))
+    hidden: list[int] = field(default_factory=lambda: [128, 256, 512], metadata=bounds(ge=1))
+    head_hidden: int = num(512, ge=1)
     head_act: str = "relu"
-    embed_init_std: float = 1.0
+    embed_init_std: float = num(1.0, ge=0)
     add_positions: bool = True  # false = the seed: its position table was never added (no position information)
 
     def validate(self) -> None:

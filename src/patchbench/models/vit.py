@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from patchbench.adapters.patch_embed import PatchEmbed, check_patch, linear_weight_from_conv  # noqa: F401 - re-exported
+from patchbench.config import num
 from patchbench.errors import ConfigError
 from patchbench.registry import register_model, register_variant
 
@@ -31,18 +32,18 @@ DEFAULT_IN_CHANS = 3
 @dataclass
 class ViTConfig:
     name: str = "vit"
-    num_classes: int = 0  # 0 = the task's classes (task.prepare); built alone: no head (timm's convention)
-    image_size: int = 0  # 0 = the task's data.image_size (192 when built without a task)
-    in_chans: int = 0  # 0 = the task's image channels (3 when built without a task)
-    patch: int = 16
+    num_classes: int = num(0, ge=0)  # 0 = the task's classes (task.prepare); built alone: no head (timm's convention)
+    image_size: int = num(0, ge=0)  # 0 = the task's data.image_size (192 when built without a task)
+    in_chans: int = num(0, ge=0)  # 0 = the task's image channels (3 when built without a task)
+    patch: int = num(16, ge=1)
     patch_embed: str = "linear"  # linear (rearrange + Linear) | conv (Conv2d k=s=patch)
-    dim: int = 512
-    depth: int = 4
-    heads: int = 8
-    mlp_ratio: float = 4.0
+    dim: int = num(512, ge=1)
+    depth: int = num(4, ge=1)
+    heads: int = num(8, ge=1)
+    mlp_ratio: float = num(4.0, gt=0)
     qkv_bias: bool = False  # the seed's qkv Linear had no bias
-    drop_rate: float = 0.0
-    embed_init_std: float = 1.0  # CLS/position init std: 1.0 = the seed's torch.randn (timm uses 0.02)
+    drop_rate: float = num(0.0, ge=0, lt=1)
+    embed_init_std: float = num(1.0, ge=0)  # CLS/position init std: 1.0 = the seed's torch.randn (timm uses 0.02)
 
     def validate(self) -> None:
         if self.patch_embed not in ("linear", "conv"):

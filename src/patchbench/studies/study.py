@@ -45,13 +45,22 @@ def expand_study(merged: dict) -> list[RunConfig]:
             for r in runs for s in sc.seeds]
 
 
-def run_study(recipe: str, preset: str | None, overrides: list[str], out: Path, resume: bool = False) -> Path:
-    merged = resolve_recipe(load_recipe(recipe), preset, overrides, recipe)
+def run_study(recipe: str, preset: str | None, overrides: list[str], out: Path, resume: bool = False, allow_changes: bool = False) -> Path:
+    """Train every run of the recipe into `out` (one fresh process each), then write the report. The study
+    folder is locked for as long as this runs: a second `study` on it gets one line, not a duplicate run."""
+    merged = resolve_recipe(load_recipe(recipe), preset, overrides, recipe)  # a bad recipe fails before any folder is touched
     merged.setdefault("name", Path(recipe).stem)
     merged["preset"] = preset or "default"
     runs = expand_study({k: v for k, v in merged.items() if k != "preset"})
     study = StudyDir(out)
+    study.claim()
     study.check_writable()
+    with study.lock():
+        return _run_study(study, merged, runs, resume, allow_changes)
+
+
+def _run_study(study: StudyDir, merged: dict, runs: list[RunConfig], resume: bool, allow_changes: bool) -> Path:
+    out = study.path
     if study.has_spec() and not resume:
         raise ConfigError(f"study directory {str(out)!r} already holds a study; pass --resume to continue it or choose another --out")
     for name in ("report.md", "report.html"):  # an old report must not pass for this study's
@@ -62,13 +71,17 @@ def run_study(recipe: str, preset: str | None, overrides: list[str], out: Path, 
         if run.is_finished():
             print(f"[{i}/{len(runs)}] {cfg.name}: finished, skipped", flush=True)
             continue
-        again = run.is_interrupted()
-        if again and not resume:
+        if run.is_interrupted() and not resume:
             raise ConfigError(f"run {str(run)!r} was interrupted; pass --resume to continue it")
+        again = run.latest_checkpoint() is not None  # else nothing verified to resume from: the run starts over
         print(f"[{i}/{len(runs)}] {cfg.name}" + (" (resuming)" if again else ""), flush=True)
+        run.claim()
         run.write_config(cfg.to_yaml())
         cmd = [sys.executable, "-m", "patchbench.studies.worker", str(run)] + (["--resume"] if again else [])
+        cmd += ["--allow-changes"] if again and allow_changes else []
         rc = subprocess.call(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if rc in (130, -2):  # the worker was interrupted (Ctrl-C reaches both processes)
+            raise KeyboardInterrupt
         if rc != 0:
             raise ConfigError(f"run {cfg.name!r} failed (exit {rc}); its directory is {run}; fix the cause and rerun with --resume")
     return write_report(out)

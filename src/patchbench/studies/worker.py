@@ -1,4 +1,4 @@
-"""`python -m patchbench.studies.worker RUN_DIR [--resume]`: train the run whose config.yaml is in RUN_DIR.
+"""`python -m patchbench.studies.worker RUN_DIR [--resume] [--allow-changes]`: train the run whose config.yaml is in RUN_DIR.
 
 The study runner starts one worker per run so that every run is measured in a fresh process.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from patchbench.engine.trainer import train
-from patchbench.errors import PatchbenchError
+from patchbench.errors import user_message
 from patchbench.recipe import run_config_from_dict
 from patchbench.rundir import RunDir
 
@@ -16,9 +16,14 @@ from patchbench.rundir import RunDir
 def main(argv: list[str]) -> int:
     run = RunDir(argv[0])
     try:
-        train(run_config_from_dict(run.read_config()), run.path, resume="--resume" in argv)
-    except PatchbenchError as e:
-        print(f"patchbench: error: {e}", file=sys.stderr)
+        train(run_config_from_dict(run.read_config()), run.path, resume="--resume" in argv, allow_changes="--allow-changes" in argv)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the study runner reports it, once
+        return 130
+    except Exception as e:  # noqa: BLE001 - a user mistake or an environmental fault is one line; a bug keeps its traceback
+        message = user_message(e)
+        if message is None:
+            raise
+        print(f"patchbench: error: {message}", file=sys.stderr)
         return 2
     return 0
 

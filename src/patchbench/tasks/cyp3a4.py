@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from patchbench.config import num
 from patchbench.data.molecules import SmilesTokenizer, random_split, read_smiles_csv, scaffold_split
 from patchbench.errors import ConfigError
 from patchbench.registry import register_task
@@ -32,11 +33,11 @@ class Cyp3a4Data(HeldOutEval):
     test_path: str = ""  # a held-out CSV; "" = split data.path
     split: str = "scaffold"  # scaffold (needs RDKit) | random
     test_fraction: float = 0.2
-    split_seed: int = 0
+    split_seed: int = num(0, ge=0)
     tokenizer: str = "char"  # char | bpe | path to a tokenizer.json
-    vocab_size: int = 1000  # bpe only
-    max_len: int = 0  # cut molecules to max_len tokens; 0 = keep them whole
-    test_steps_per_iter: int = 50  # the seed's setting
+    vocab_size: int = num(1000, ge=3)  # bpe only
+    max_len: int = num(0, ge=0)  # cut molecules to max_len tokens; 0 = keep them whole
+    test_steps_per_iter: int = num(50, ge=0)  # the seed's setting
     padding: str = "mask"  # mask (hidden from attention, last real token read) | seed_dlproject (pads seen, last position read)
 
     def validate(self) -> None:

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from patchbench.config import num
 from patchbench.data.cache import default_cache_dir
 from patchbench.data.images import KINDS, RawDataset, Subset, cifar_normalize, kzl_augment, read_dataset, resolve_transform
 from patchbench.errors import ConfigError, DataMissing
@@ -46,16 +47,16 @@ class ImageDataConfig:
     dataset: str = "digits"  # folder | dogs_vs_cats | mnist | fashion_mnist | cifar10 | digits
     path: str = ""  # the dataset's folder ("" = fashion_mnist: /usr/share/datasets/fashion-mnist)
     fallback: str = ""  # a dataset (with its default path) used when `dataset`'s files are absent; "" = none
-    image_size: int = 0  # resize to image_size × image_size; 0 = the native size
+    image_size: int = num(0, ge=0)  # resize to image_size × image_size; 0 = the native size
     hflip: bool = False  # random horizontal flip, p = 0.5 (training only)
-    rotate: float = 0.0  # random rotation within ±rotate degrees (training only)
-    rotate_p: float = 1.0  # share of images rotated (the seed's albumentations Rotate(15): p=0.5)
+    rotate: float = num(0.0, ge=0, le=180)  # random rotation within ±rotate degrees (training only)
+    rotate_p: float = num(1.0, ge=0, le=1)  # share of images rotated (the seed's albumentations Rotate(15): p=0.5)
     val_split: str = "auto"  # auto (the test split if any, else val_fraction) | fraction
     val_fraction: float = 0.1  # share of the training data held out when there is no test split
-    split_seed: int = 0  # seeds the held-out split and the limits (kept apart from train.seed)
-    train_limit: int = 0  # use at most N training examples (seeded subset); 0 = all
-    val_limit: int = 0  # validate on at most N held-out examples (seeded subset); 0 = all
-    val_batch_size: int = 0  # 0 = train.batch_size
+    split_seed: int = num(0, ge=0)  # seeds the held-out split and the limits (kept apart from train.seed)
+    train_limit: int = num(0, ge=0)  # use at most N training examples (seeded subset); 0 = all
+    val_limit: int = num(0, ge=0)  # validate on at most N held-out examples (seeded subset); 0 = all
+    val_batch_size: int = num(0, ge=0)  # 0 = train.batch_size
     download: bool = False  # let torchvision download mnist / fashion_mnist / cifar10 into data.path
     on_bad_image: str = "fail"  # an image file that cannot be decoded: fail (ConfigError) | skip (warn, count)
     cache_dir: str = ""  # decoded-image cache for folders; "" = $PATCHBENCH_CACHE or ~/.cache/patchbench

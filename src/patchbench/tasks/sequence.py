@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from patchbench.adapters.sequence_tokens import SequenceIO
+from patchbench.config import num
 from patchbench.errors import ConfigError
 from patchbench.models.base import SequenceModel
 from patchbench.tasks.base import Task, evaluation
@@ -42,8 +43,8 @@ TRAIN, TEST = 0, 1
 class HeldOutEval:
     """Evaluation fields every FPT task's data config has (the seed's test_steps_per_iter)."""
 
-    test_steps_per_iter: int = 25  # held-out batches per evaluation; 0 = the whole held-out split
-    test_batch_size: int = 0  # 0 = train.batch_size
+    test_steps_per_iter: int = num(25, ge=0)  # held-out batches per evaluation; 0 = the whole held-out split
+    test_batch_size: int = num(0, ge=0)  # 0 = train.batch_size
 
     def validate_eval(self) -> None:
         for key in ("test_steps_per_iter", "test_batch_size"):

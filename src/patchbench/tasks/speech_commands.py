@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from patchbench.config import num
 from patchbench.data.speech import load_clip, read_folder
 from patchbench.errors import ConfigError
 from patchbench.registry import register_task
@@ -25,13 +26,13 @@ from patchbench.tasks.sequence import HeldOutEval, SequenceTask
 class SpeechCommandsData(HeldOutEval):
     path: str = ""  # the Speech Commands folder (WORD/*.wav, validation_list.txt, testing_list.txt)
     words: list[str] = field(default_factory=list)  # [] = every word folder (35 in v0.02)
-    sample_rate: int = 8000  # Hz after resampling (the seed's 8 kHz)
-    seconds: float = 1.0  # clip length; shorter clips are zero-padded, longer ones cut
-    patch_size: int = 80  # samples per token
+    sample_rate: int = num(8000, ge=1)  # Hz after resampling (the seed's 8 kHz)
+    seconds: float = num(1.0, gt=0)  # clip length; shorter clips are zero-padded, longer ones cut
+    patch_size: int = num(80, ge=1)  # samples per token
     eval_split: str = "testing"  # testing | validation
-    train_limit: int = 0  # use at most N training clips (seeded subset); 0 = all
-    seed: int = 0
-    test_steps_per_iter: int = 25  # the seed's speech setting
+    train_limit: int = num(0, ge=0)  # use at most N training clips (seeded subset); 0 = all
+    seed: int = num(0, ge=0)
+    test_steps_per_iter: int = num(25, ge=0)  # the seed's speech setting
 
     def validate(self) -> None:
         self.validate_eval()
