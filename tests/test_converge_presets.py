@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from patchbench.config import load_recipe, resolve_recipe
+from patchbench.recipe import load_recipe, resolve_recipe
 from patchbench.studies.study import study_runs
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"

@@ -2,7 +2,8 @@
 
 import pytest
 
-from patchbench.config import ConfigError, resolve_recipe
+from patchbench.errors import ConfigError
+from patchbench.recipe import resolve_recipe
 from patchbench.grid import expand_grid, grid_runs
 from patchbench.studies.study import study_runs
 
