@@ -30,7 +30,8 @@ def test_converge_has_three_seeds_and_no_regularisation_asymmetry(recipe):
 
 SMOKE = {
     "pacing_vs_gpt2": ["grid.seeds=[0]", "data.val_windows=4", "train.sample_tokens=0"],
-    "fpt_questions": ["grid.seeds=[1]", "grid.variants=[{name: fpt}, {name: upt, model: {pretrained: false, freeze_trans: false}}]"],
+    "fpt_questions": ["grid.seeds=[1]", "grid.variants=[{name: fpt}, {name: upt, model: {pretrained: false, freeze_trans: false}}]",
+                      "data.test_size=64"],
     "vit_x_convmixer": ["grid.seeds=[0]", "data.train_limit=128", "data.val_limit=32", "data.image_size=16"],
     "vit_vs_towervit": ["grid.seeds=[0]", "data.train_limit=128", "data.val_limit=32"],
     "fpt_pretrained_sweep": ["grid.seeds=[1]", "data.test_steps_per_iter=2"],
