@@ -152,5 +152,5 @@ def test_curves_csv_has_monotone_cumulative_time_and_flops(tmp_path):
     assert "0.1600" in row
     results = md.split("## Results", 1)[1]
     assert "| cnn | 2 | 0.5000 ± 0.0000 (+0.0%) | +0.1000 |" in results  # last quarter: 0.40 at step 40 - 0.30 at step 30
-    assert "## Fairness" in md and "dropout 0.0, wd 0.0" in md
+    assert "## Fairness" in md and "| cnn | none | adam, 0.001 (constant) |" in md and "share all of these settings" in md
     assert (study / "curves_val_accuracy.png").is_file() and (study / "curves_train.png").is_file()

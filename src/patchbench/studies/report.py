@@ -367,10 +367,12 @@ def _ms(values: list[float]) -> str:
 
 
 def _regularisation(cfg: dict) -> str:
+    """The model's non-zero dropout / drop-path rates and the weight decay; "none" when nothing regularises."""
     model = cfg.get("model") or {}
-    parts = [f"{k} {v}" for k, v in model.items() if "drop" in k and isinstance(v, (int, float))]
-    parts.append(f"wd {(cfg.get('optim') or {}).get('weight_decay', 0)}")
-    return ", ".join(parts)
+    parts = [f"{k} {v}" for k, v in model.items() if "drop" in k and isinstance(v, (int, float)) and v]
+    wd = (cfg.get("optim") or {}).get("weight_decay", 0)
+    parts += [f"weight decay {wd}"] if wd else []
+    return ", ".join(parts) or "none"
 
 
 def _fairness(groups: list[Group]) -> list[str]:
