@@ -155,7 +155,8 @@ def evaluate_claims(claims: list[dict], find, values) -> list[ClaimRow]:
             why = [] if verdict == "holds" else [f"gap {gap:.3g} > {c['tolerance']}"]
         unmet = _unmet(c.get("requires") or {}, groups)
         if unmet:
-            why = unmet + ([c["why"]] if c.get("why") else []) + [f"here it would read: {verdict}"]
+            would = [f"here it would read: {verdict}"] if verdict != "not comparable" else why
+            why = unmet + ([c["why"]] if c.get("why") else []) + would
             verdict = "not comparable"
         rows.append(ClaimRow(text, claimed, measured, verdict, "; ".join(why) or "-"))
     return rows

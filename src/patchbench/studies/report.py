@@ -272,7 +272,7 @@ def _plot_metric(study_dir: Path, groups: list[Group], metric: str) -> str | Non
         colour = BAND_COLOURS[i % len(BAND_COLOURS)]
         xs_by = {0: steps, 3: times, 4: flops}
         # training curves (a point per step): EMA over the raw mean; validation curves (few points): the mean itself
-        weight = min(0.9, max(0.0, 1 - 20 / len(steps))) if metric == "train_loss" else 0.0
+        weight = min(0.98, max(0.0, 1 - 20 / len(steps))) if metric == "train_loss" else 0.0
         smooth = _ema(mean, weight) if weight > 0 else mean
         for ax, (_, key) in zip(axes[0], panels):
             xs = xs_by[key]
