@@ -3,8 +3,8 @@
 import pytest
 
 from patchbench.errors import ConfigError
-from patchbench.recipe import resolve_recipe
 from patchbench.grid import expand_grid, grid_runs
+from patchbench.recipe import resolve_recipe
 from patchbench.studies.study import study_runs
 
 GRID = {
