@@ -154,3 +154,30 @@ def test_curves_csv_has_monotone_cumulative_time_and_flops(tmp_path):
     assert "| cnn | 2 | 0.5000 ± 0.0000 (+0.0%) | +0.1000 |" in results  # last quarter: 0.40 at step 40 - 0.30 at step 30
     assert "## Fairness" in md and "| cnn | none | adam, 0.001 (constant) |" in md and "share all of these settings" in md
     assert (study / "curves_val_accuracy.png").is_file() and (study / "curves_train.png").is_file()
+
+
+def test_train_flops_per_example_counts_forward_and_backward():
+    import torch
+
+    from patchbench.studies.flops import train_flops_per_example
+
+    class Task:  # the two methods the count uses: a batch of the first examples, and the training loss
+        num_train = 10
+
+        def __init__(self, input_grad: bool):
+            self.input_grad = input_grad
+
+        def batches(self, index_batches):
+            for ib in index_batches:
+                yield {"x": torch.ones(len(ib), 8, requires_grad=self.input_grad)}
+
+        def train_loss(self, model, batch):
+            return model(batch["x"]).sum()
+
+    model = torch.nn.Linear(8, 4, bias=False)
+    # per example: forward 2·8·4 = 64; backward: 64 for the weight gradient, 64 for the input's when it needs one
+    assert train_flops_per_example(Task(False), model, n=4) == 128
+    assert model.weight.grad is None  # gradients cleared
+    assert train_flops_per_example(Task(True), model, n=4) == 192
+    model.weight.requires_grad_(False)  # a frozen layer (FPT's body): no weight gradient to count
+    assert train_flops_per_example(Task(True), model, n=4) == 128

@@ -12,31 +12,16 @@ loading are not counted, as in the bench).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from patchbench.engine.flops import count_flops
 from patchbench.rundir import RunDir, write_json
 
 COUNTER = "torch FlopCounterMode + patchbench bench corrections (forward + backward, 2 FLOPs per multiply-add)"
-
-
-def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of everything `fn` runs, by the bench's rules."""
-    try:
-        from patchbench.engine.flops import count_flops as counter  # the bench's counter, where it lives now
-        return int(counter(fn))
-    except ImportError:
-        from torch.utils.flop_counter import FlopCounterMode
-
-        from patchbench.bench.harness import _flop_formulas
-
-        with FlopCounterMode(display=False, custom_mapping=_flop_formulas()) as c:
-            fn()
-        return int(c.get_total_flops())
 
 
 def train_flops_per_example(task, model: torch.nn.Module, n: int = 4) -> float:
