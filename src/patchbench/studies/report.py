@@ -260,6 +260,7 @@ def _plot_metric(study_dir: Path, groups: list[Group], metric: str) -> str | Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     series = [(g, _group_series(g, metric)) for g in groups]
     series = [(g, s) for g, s in series if s is not None]
@@ -286,6 +287,7 @@ def _plot_metric(study_dir: Path, groups: list[Group], metric: str) -> str | Non
         ax.grid(alpha=0.3)
         if key == 4:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels overlap
     axes[0][0].set_ylabel(metric.replace("_", " "))
     axes[0][0].legend(fontsize=7)
     title = metric.replace("_", " ") + (" (EMA, raw faint" if "train" in metric else " (mean") + ", band = ± std over seeds)"
