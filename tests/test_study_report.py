@@ -63,7 +63,7 @@ def _run(study, name, axes, finals, *, model="gpt2", task="bit_xor", metric="val
         if s % 10 == 0:
             value = curve(s) if curve else finals
             rows.append({"step": s, "val_loss": 1.0 / s, metric: value, "train_time_s": s / rate})
-    (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = {"name": name, "model": model, "task": task, "steps": steps, "params_total": 100, "params_trainable": 100,
                "model_bytes": 400, "peak_rss_bytes": 2**30, "train_examples_per_s": rate * 4, "train_items_per_s": rate * 8,
                "train_time_s": steps / rate, "time_per_epoch_s": 1.0, "final_metric": finals,
