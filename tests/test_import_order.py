@@ -5,7 +5,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = ["errors yamlio durable", "config",
-          "registry rundir", "adapters data", "models tasks", "recipe", "engine", "studies bench", "cli __main__"]
+          "registry rundir grid", "adapters data", "models tasks", "recipe", "engine", "studies bench", "cli __main__"]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names.split()}
 
 

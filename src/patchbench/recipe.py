@@ -21,8 +21,9 @@ import yaml
 from patchbench import registry, yamlio
 from patchbench.config import OptimConfig, RunConfig, TaskConfig, TrainConfig, build_dataclass
 from patchbench.errors import ConfigError
+from patchbench.grid import expand_grid, yield_to_preset_grid
 
-RECIPE_KEYS = {"name", "description", "task", "data", "model", "optim", "train", "runs", "presets", "study"}
+RECIPE_KEYS = {"name", "description", "task", "data", "model", "optim", "train", "runs", "presets", "study", "grid", "claims"}
 RUN_SECTIONS = ("task", "data", "model", "optim", "train")
 
 
@@ -121,7 +122,10 @@ def resolve_recipe(raw: dict, preset: str | None, overrides: list[str], source: 
     if preset:
         if preset not in presets:
             raise ConfigError(f"--preset {preset!r}: not in {source}; valid presets: {', '.join(presets) or 'none'}")
-        merged = merge_preset(merged, presets[preset], f"presets.{preset}")
+        merged = merge_preset(yield_to_preset_grid(merged, presets[preset]), presets[preset], f"presets.{preset}")
+    grid_overrides = [(text, parse_override(text)) for text in overrides if text.startswith("grid.")]
+    merged = expand_grid(merged, source, grid_overrides)  # a grid becomes the runs (grid.* overrides applied first)
+    overrides = [text for text in overrides if not text.startswith("grid.")]
     entries = copy.deepcopy(merged.get("runs") or [])
     names = _run_names(entries, "runs")
     if run is not None and entries and run not in names:
@@ -177,14 +181,14 @@ def build_run_config(section: dict, name: str | None = None) -> RunConfig:
 def expand_runs(merged: dict) -> list[RunConfig]:
     """A study's runs: each `runs:` entry merged over the shared sections; a plain recipe is one run.
     An error in one run of several names that run."""
-    shared = {k: v for k, v in merged.items() if k not in ("runs", "study", "description")}
+    shared = {k: v for k, v in merged.items() if k not in ("runs", "study", "description", "claims")}
     entries = merged.get("runs") or [{}]
     _run_names(entries, "runs")
     runs, seen = [], set()
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise ConfigError(f"runs[{i}]: expected a mapping with name/model/... overrides")
-        section = deep_merge(shared, {k: v for k, v in entry.items() if k != "name"})
+        section = deep_merge(shared, {k: v for k, v in entry.items() if k not in ("name", "axes")})  # axes: a grid's data
         try:
             cfg = build_run_config(section, name=entry.get("name"))
         except ConfigError as e:

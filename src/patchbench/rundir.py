@@ -9,12 +9,14 @@
     RUN/sample.txt               a sample after training (text tasks)
     RUN/predictions.png          task extras after training (image classification)
     RUN/summary.json             written last: its presence means the run finished
+    RUN/flops.json               training FLOPs per example (the study counts them after training)
 
     RUN/changes.jsonl            what `--resume --allow-changes` accepted, at which step
     RUN/.patchbench-run          marks a folder patchbench owns;  RUN/.lock   the writer's OS lock
 
     STUDY/study.yaml             the merged recipe (preset + overrides applied)
     STUDY/runs/<run>/            one run directory per run
+    STUDY/timing.json            wall time of the last `patchbench study` invocation
 
 No other module spells these names: the trainer, checkpoints, studies, reports, tasks and models
 all go through `RunDir` and `StudyDir`. Imports only errors.py and durable.py.
@@ -154,6 +156,11 @@ class RunDir:
     @property
     def latest_pointer(self) -> Path:
         return self.checkpoints_dir / "latest.json"
+
+    @property
+    def flops_path(self) -> Path:
+        """Training FLOPs per example, counted once by the study (studies/flops.py)."""
+        return self.path / "flops.json"
 
     # ---------------------------------------------------------------- state of the run
     def is_finished(self) -> bool:
@@ -332,6 +339,11 @@ class StudyDir:
     @property
     def spec_path(self) -> Path:
         return self.path / "study.yaml"
+
+    @property
+    def timing_path(self) -> Path:
+        """Wall time of the last `patchbench study` invocation."""
+        return self.path / "timing.json"
 
     def run(self, name: str) -> RunDir:
         return RunDir(self.path / "runs" / name)

@@ -1,8 +1,9 @@
-"""A study: a recipe's runs (× seeds), each trained in a fresh process, then one report.
+"""A study: a recipe's runs (a grid's, or its `runs:` × seeds), each trained in a fresh process, then one report.
 
-    STUDY/study.yaml            the merged recipe (preset + overrides applied)
+    STUDY/study.yaml            the merged recipe (preset + overrides applied; study.axes: each run's axis values)
     STUDY/runs/<run>/...        one run directory per run (see rundir.py)
-    STUDY/report.md, report.html, curves_val.png, curves_train.png, curves.csv, results.json
+    STUDY/timing.json           wall time of the last `patchbench study` invocation
+    STUDY/report.md, report.html, curves_*.png, curves.csv, results.json
 
 Each run is trained in its own Python process so peak memory and allocator state of one model
 never leak into another's measurements. `--resume` skips finished runs and resumes killed ones.
@@ -14,22 +15,26 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from patchbench.config import RunConfig, build_dataclass
 from patchbench.errors import ConfigError
 from patchbench.recipe import expand_runs, load_recipe, resolve_recipe
-from patchbench.rundir import StudyDir
+from patchbench.rundir import StudyDir, write_json
 from patchbench.studies.report import write_report
 
 
 @dataclasses.dataclass
 class StudyConfig:
-    seeds: list[int] = dataclasses.field(default_factory=list)  # repeat every run per seed
+    seeds: list[int] = dataclasses.field(default_factory=list)  # repeat every run per seed (a grid's `seeds:` does the same)
     columns: list[str] = dataclasses.field(default_factory=list)  # extra config keys in the table
     baseline: str = ""  # run the relative % compare against ("" = the other run, or the first)
     title: str = ""
-    pivot: bool = False  # runs named COLUMN-ROW (fpt-bit_xor): add a ROW × COLUMN table of the final metric
+    pivot: bool = False  # a task × variant table of the final metric (grid axes, or runs named VARIANT-TASK)
+    compare: list[list[str]] = dataclasses.field(default_factory=list)  # verdict pairs [A, B]: group names or axis values
+    note: str = ""  # what this preset covers and what it leaves out, printed under the verdicts
+    axes: dict[str, dict] = dataclasses.field(default_factory=dict)  # written by the study: run name -> its axis values
 
 
 def study_config(merged: dict) -> StudyConfig:
@@ -37,12 +42,27 @@ def study_config(merged: dict) -> StudyConfig:
 
 
 def expand_study(merged: dict) -> list[RunConfig]:
+    """The study's runs, seeds included."""
+    return study_runs(merged)[0]
+
+
+def study_runs(merged: dict) -> tuple[list[RunConfig], dict[str, dict]]:
+    """The study's runs and each run's axis values (grid axes; else `run: NAME`, plus `seed` when repeated)."""
     sc = study_config(merged)
     runs = expand_runs(merged)
+    given = {e.get("name"): dict(e.get("axes") or {}) for e in merged.get("runs") or [] if isinstance(e, dict)}
+    axes = {r.name: given.get(r.name) or {"run": r.name} for r in runs}
     if not sc.seeds:
-        return runs
-    return [dataclasses.replace(r, name=f"{r.name}-s{s}", train=dataclasses.replace(r.train, seed=s))
-            for r in runs for s in sc.seeds]
+        return runs, axes
+    if any("seed" in a for a in axes.values()):
+        raise ConfigError("study.seeds: the grid already has a seeds axis; give seeds in one place (grid.seeds, or study.seeds: [])")
+    out, out_axes = [], {}
+    for r in runs:
+        for s in sc.seeds:
+            name = f"{r.name}-s{s}"
+            out.append(dataclasses.replace(r, name=name, train=dataclasses.replace(r.train, seed=s)))
+            out_axes[name] = {**axes[r.name], "seed": s}
+    return out, out_axes
 
 
 def run_study(recipe: str, preset: str | None, overrides: list[str], out: Path, resume: bool = False, allow_changes: bool = False) -> Path:
@@ -51,7 +71,8 @@ def run_study(recipe: str, preset: str | None, overrides: list[str], out: Path, 
     merged = resolve_recipe(load_recipe(recipe), preset, overrides, recipe)  # a bad recipe fails before any folder is touched
     merged.setdefault("name", Path(recipe).stem)
     merged["preset"] = preset or "default"
-    runs = expand_study({k: v for k, v in merged.items() if k != "preset"})
+    runs, axes = study_runs({k: v for k, v in merged.items() if k != "preset"})
+    merged["study"] = {**(merged.get("study") or {}), "axes": axes}  # the report groups runs by these values
     study = StudyDir(out)
     study.claim()
     study.check_writable()
@@ -66,6 +87,7 @@ def _run_study(study: StudyDir, merged: dict, runs: list[RunConfig], resume: boo
     for name in ("report.md", "report.html"):  # an old report must not pass for this study's
         (out / name).unlink(missing_ok=True)
     study.write_spec(merged)
+    started = time.time()
     for i, cfg in enumerate(runs, 1):
         run = study.run(cfg.name)
         if run.is_finished():
@@ -84,4 +106,5 @@ def _run_study(study: StudyDir, merged: dict, runs: list[RunConfig], resume: boo
             raise KeyboardInterrupt
         if rc != 0:
             raise ConfigError(f"run {cfg.name!r} failed (exit {rc}); its directory is {run}; fix the cause and rerun with --resume")
+    write_json({"wall_s": time.time() - started, "runs": len(runs)}, study.timing_path)  # this invocation's wall time
     return write_report(out)

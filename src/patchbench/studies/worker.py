@@ -1,4 +1,5 @@
-"""`python -m patchbench.studies.worker RUN_DIR [--resume] [--allow-changes]`: train the run whose config.yaml is in RUN_DIR.
+"""`python -m patchbench.studies.worker RUN_DIR [--resume] [--allow-changes]`: train the run whose config.yaml is in RUN_DIR,
+then count its training FLOPs per example (RUN/flops.json, see studies/flops.py).
 
 The study runner starts one worker per run so that every run is measured in a fresh process.
 """
@@ -16,7 +17,13 @@ from patchbench.rundir import RunDir
 def main(argv: list[str]) -> int:
     run = RunDir(argv[0])
     try:
-        train(run_config_from_dict(run.read_config()), run.path, resume="--resume" in argv, allow_changes="--allow-changes" in argv)
+        cfg = run_config_from_dict(run.read_config())
+        summary = train(cfg, run.path, resume="--resume" in argv, allow_changes="--allow-changes" in argv)
+        if summary.get("finished", True):  # count the run's training FLOPs once, for the report's FLOPs axis
+            from patchbench.studies.flops import run_flops
+
+            record = run_flops(run.path)
+            print(f"[{cfg.name}] {record['train_flops_per_example']:.4g} training FLOPs per example", flush=True)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the study runner reports it, once
         return 130
     except Exception as e:  # noqa: BLE001 - a user mistake or an environmental fault is one line; a bug keeps its traceback
