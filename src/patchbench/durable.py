@@ -35,14 +35,19 @@ LOCK_NAME = ".lock"
 # complete-or-absent files
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's) content to disk; a failure is the caller's to handle."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename inside `path` durable (a no-op where directories cannot be opened)."""
     with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from patchbench.durable import atomic_write_text, fsync_dir, sha256_file
+from patchbench.durable import atomic_write_text, fsync_dir, fsync_path, sha256_file
 from patchbench.errors import CheckpointError
 from patchbench.rundir import CHECKPOINT_FORMATS, META, STATE, WEIGHTS, RunDir, read_checkpoint_meta
 
@@ -37,14 +37,6 @@ def shapes_digest(model: nn.Module) -> str:
     for name, t in sorted(model.state_dict().items()):
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
     return h.hexdigest()[:16]
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _as_os_error(e: Exception, where: Path) -> OSError:
@@ -71,7 +63,7 @@ def _write_dir(final: Path, model: nn.Module, meta: dict[str, Any], state: dict[
             torch.save(state, tmp / STATE)
         files = {}
         for name in (WEIGHTS, STATE) if state is not None else (WEIGHTS,):
-            _fsync(tmp / name)
+            fsync_path(tmp / name)
             files[name] = sha256_file(tmp / name)
         atomic_write_text(tmp / META, json.dumps({"format": FORMAT, "shapes": shapes_digest(model), **meta, "files": files}, indent=2))
         if final.exists():
