@@ -407,12 +407,18 @@ def test_ctrl_c_on_train_is_one_line(recipe, tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_study_is_one_line(recipe, tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_on_study_is_one_line(recipe, tmp_path, jobs):
     study = tmp_path / "study"
-    cmd = [sys.executable, "-m", "patchbench", "study", str(recipe), "--out", str(study), "train.max_steps=100000", "train.eval_every=1000"]
-    done = _interrupt(cmd, lambda: any(study.glob("runs/*/checkpoints/latest.json")), tmp_path)
+    cmd = [sys.executable, "-m", "patchbench", "study", str(recipe), "--out", str(study), "--jobs", jobs,
+           "train.max_steps=100000", "train.eval_every=1000"]
+    started = int(jobs)  # with --jobs 2 both runs are under way when Ctrl-C comes
+    done = _interrupt(cmd, lambda: len(list(study.glob("runs/*/checkpoints/latest.json"))) >= started, tmp_path)
     assert done.returncode == 130
     assert _one_line(done.stderr) == "patchbench: interrupted"
+    assert not any(study.glob("runs/*/summary.json")) and not (study / "report.md").exists()
+    for run in study.glob("runs/*"):  # every interrupted run resumes from its newest checkpoint
+        assert RunDir(run).latest_checkpoint() is not None
 
 
 def test_diverging_loss_stops_with_one_line_and_a_usable_checkpoint(recipe, reference, stopped, capsys):

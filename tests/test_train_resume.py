@@ -9,6 +9,7 @@ import yaml
 from conftest import tiny_text_recipe
 
 from patchbench.cli import main
+from patchbench.rundir import MARKER
 
 
 def _curve(run_dir):
@@ -111,6 +112,30 @@ def test_study_writes_report_with_both_models(recipe, tmp_path):
     assert "data:image/png;base64," in (out / "report.html").read_text()
     assert main(["study", str(recipe), "--out", str(out)]) == 2  # refuses to overwrite without --resume
     assert main(["study", str(recipe), "--out", str(out), "--resume", "train.max_steps=3", "train.eval_every=1"]) == 0
+
+
+@pytest.mark.slow
+def test_study_jobs_trains_runs_side_by_side(recipe, tmp_path):
+    out = tmp_path / "study"
+    assert main(["study", str(recipe), "--out", str(out), "--jobs", "2", "train.max_steps=3", "train.eval_every=1"]) == 0
+    runs = {name: out / "runs" / name for name in ("pacing", "gpt2")}
+    started = {n: (r / MARKER).stat().st_mtime for n, r in runs.items()}  # written when the run is launched
+    ended = {n: (r / "summary.json").stat().st_mtime for n, r in runs.items()}
+    assert started["gpt2"] < ended["pacing"] and started["pacing"] < ended["gpt2"], "the two runs did not overlap"
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["jobs"] == 2 and timing["threads_per_run"] >= 1
+    assert "2 runs side by side" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_study_jobs_failure_lets_the_other_run_finish(recipe, tmp_path, capsys):
+    out = tmp_path / "study"
+    args = ["study", str(recipe), "--out", str(out), "--jobs", "2", "train.max_steps=6", "train.eval_every=3"]
+    assert main(args + ["runs.pacing.optim.lr=1e30", "runs.pacing.optim.clip=0"]) == 2
+    err = capsys.readouterr().err
+    assert "run 'pacing' failed" in err and "--resume" in err.splitlines()[-1]
+    assert (out / "runs" / "gpt2" / "summary.json").is_file() and not (out / "runs" / "pacing" / "summary.json").exists()
+    assert not (out / "report.md").exists()
 
 
 @pytest.mark.slow

@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="study directory (default: runs/<recipe>-<preset>)")
     s.add_argument("--resume", action="store_true", help="skip finished runs, resume interrupted ones")
     s.add_argument("--allow-changes", action="store_true", help="with --resume: accept runs whose config changed (recorded in each run)")
+    s.add_argument("--jobs", type=at_least(1), default=1,
+                   help="train N runs side by side, the cores shared out among them (OMP_NUM_THREADS, when set, wins); "
+                        "default 1")
 
     r = sub.add_parser("report", help="(re)write the report of a study directory")
     r.add_argument("study_dir")
@@ -232,7 +235,8 @@ def cmd_study(args) -> int:
     out = Path(args.out) if args.out else _default_out(args.recipe, args.preset)
     if args.allow_changes and not args.resume:
         raise ConfigError("--allow-changes: only means something with --resume (it accepts a changed config for resumed runs)")
-    report = run_study(args.recipe, args.preset, args.overrides, out, resume=args.resume, allow_changes=args.allow_changes)
+    report = run_study(args.recipe, args.preset, args.overrides, out, resume=args.resume, allow_changes=args.allow_changes,
+                       jobs=args.jobs)
     print(f"report: {report}")
     return 0
 

@@ -492,10 +492,13 @@ def write_report(study_dir: Path) -> Path:
     if spec.get("description"):
         lines += [" ".join(spec["description"].split()), ""]  # one paragraph, not the YAML's line breaks
     timing = StudyDir(study_dir).timing_path
-    wall = json.loads(timing.read_text()).get("wall_s") if timing.is_file() else None
+    timing = json.loads(timing.read_text()) if timing.is_file() else {}
+    wall = timing.get("wall_s")
+    side = (f"; {timing['jobs']} runs side by side, {timing['threads_per_run']} threads each"
+            if timing.get("jobs", 1) > 1 and "threads_per_run" in timing else "")
     against = ("`" + baseline + "`") if baseline else ("the other model" if len(rows) == 2 else "the first run of the same task")
     lines += [f"Preset `{spec.get('preset', 'default')}`; device {rows[0]['device']}, precision {rows[0]['precision']}, torch {rows[0]['torch']}"
-              + (f"; wall time of the study {wall / 60:.1f} min (all runs, FLOP counts and set-up)" if wall else "") + ". "
+              + (f"; wall time of the study {wall / 60:.1f} min (all runs, FLOP counts and set-up{side})" if wall else "") + ". "
               f"Relative figures: each row against {against}, (a - b) / b" + (", only between runs of the same task, data and metric." if multi_task else "."),
               "", "## Results", ""]
     head = ["run"] + (["task", "metric"] if multi_task else []) + ["final metric", "last-quarter change", "train samples/s", "train items/s", "time / epoch",

@@ -1,4 +1,4 @@
-"""A study: a recipe's runs (a grid's, or its `runs:` × seeds), each trained in a fresh process, then one report.
+"""A study: a recipe's runs (a grid's, or its `runs:` × seeds), each trained in a fresh process (`--jobs N` side by side), then one report.
 
     STUDY/study.yaml            the merged recipe (preset + overrides applied; study.axes: each run's axis values)
     STUDY/runs/<run>/...        one run directory per run (see rundir.py)
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from patchbench.config import RunConfig, build_dataclass
 from patchbench.errors import ConfigError
 from patchbench.recipe import expand_runs, load_recipe, resolve_recipe
-from patchbench.rundir import StudyDir, write_json
+from patchbench.rundir import RunDir, StudyDir, write_json
 from patchbench.studies.report import write_report
 
 
@@ -65,9 +66,11 @@ def study_runs(merged: dict) -> tuple[list[RunConfig], dict[str, dict]]:
     return out, out_axes
 
 
-def run_study(recipe: str, preset: str | None, overrides: list[str], out: Path, resume: bool = False, allow_changes: bool = False) -> Path:
-    """Train every run of the recipe into `out` (one fresh process each), then write the report. The study
-    folder is locked for as long as this runs: a second `study` on it gets one line, not a duplicate run."""
+def run_study(recipe: str, preset: str | None, overrides: list[str], out: Path, resume: bool = False, allow_changes: bool = False,
+              jobs: int = 1) -> Path:
+    """Train every run of the recipe into `out` (one fresh process each, `jobs` of them at a time), then write the
+    report. The study folder is locked for as long as this runs: a second `study` on it gets one line, not a
+    duplicate run."""
     merged = resolve_recipe(load_recipe(recipe), preset, overrides, recipe)  # a bad recipe fails before any folder is touched
     merged.setdefault("name", Path(recipe).stem)
     merged["preset"] = preset or "default"
@@ -77,10 +80,19 @@ def run_study(recipe: str, preset: str | None, overrides: list[str], out: Path, 
     study.claim()
     study.check_writable()
     with study.lock():
-        return _run_study(study, merged, runs, resume, allow_changes)
+        return _run_study(study, merged, runs, resume, allow_changes, jobs)
 
 
-def _run_study(study: StudyDir, merged: dict, runs: list[RunConfig], resume: bool, allow_changes: bool) -> Path:
+def worker_threads(jobs: int) -> int:
+    """Torch threads per worker when `jobs` run side by side: the cores shared out (at least one each). A user's own
+    OMP_NUM_THREADS wins."""
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+def _run_study(study: StudyDir, merged: dict, runs: list[RunConfig], resume: bool, allow_changes: bool, jobs: int) -> Path:
     out = study.path
     if study.has_spec() and not resume:
         raise ConfigError(f"study directory {str(out)!r} already holds a study; pass --resume to continue it or choose another --out")
@@ -88,6 +100,7 @@ def _run_study(study: StudyDir, merged: dict, runs: list[RunConfig], resume: boo
         (out / name).unlink(missing_ok=True)
     study.write_spec(merged)
     started = time.time()
+    todo = []
     for i, cfg in enumerate(runs, 1):
         run = study.run(cfg.name)
         if run.is_finished():
@@ -95,16 +108,67 @@ def _run_study(study: StudyDir, merged: dict, runs: list[RunConfig], resume: boo
             continue
         if run.is_interrupted() and not resume:
             raise ConfigError(f"run {str(run)!r} was interrupted; pass --resume to continue it")
-        again = run.latest_checkpoint() is not None  # else nothing verified to resume from: the run starts over
-        print(f"[{i}/{len(runs)}] {cfg.name}" + (" (resuming)" if again else ""), flush=True)
-        run.claim()
-        run.write_config(cfg.to_yaml())
-        cmd = [sys.executable, "-m", "patchbench.studies.worker", str(run)] + (["--resume"] if again else [])
-        cmd += ["--allow-changes"] if again and allow_changes else []
-        rc = subprocess.call(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if rc in (130, -2):  # the worker was interrupted (Ctrl-C reaches both processes)
-            raise KeyboardInterrupt
-        if rc != 0:
-            raise ConfigError(f"run {cfg.name!r} failed (exit {rc}); its directory is {run}; fix the cause and rerun with --resume")
-    write_json({"wall_s": time.time() - started, "runs": len(runs)}, study.timing_path)  # this invocation's wall time
+        todo.append((f"[{i}/{len(runs)}] {cfg.name}", cfg, run))
+    threads = worker_threads(jobs)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"} | ({"OMP_NUM_THREADS": str(threads)} if jobs > 1 else {})
+    _train_runs(todo, jobs, env, allow_changes)
+    record = {"wall_s": time.time() - started, "runs": len(runs), "jobs": jobs}
+    write_json(record | ({"threads_per_run": threads} if jobs > 1 else {}), study.timing_path)  # this invocation's
     return write_report(out)
+
+
+def _train_runs(todo: list, jobs: int, env: dict, allow_changes: bool) -> None:
+    """Train the runs in worker processes, up to `jobs` at once. After a failure no new run starts; the ones already
+    running finish (their results stay), then the first failure is raised."""
+    running: dict[subprocess.Popen, tuple[str, RunDir]] = {}
+    failed = None
+    try:
+        while todo or running:
+            while todo and failed is None and len(running) < jobs:
+                label, cfg, run = todo.pop(0)
+                again = run.latest_checkpoint() is not None  # else nothing verified to resume from: the run starts over
+                print(label + (" (resuming)" if again else ""), flush=True)
+                run.claim()
+                run.write_config(cfg.to_yaml())
+                cmd = [sys.executable, "-m", "patchbench.studies.worker", str(run)] + (["--resume"] if again else [])
+                cmd += ["--allow-changes"] if again and allow_changes else []
+                running[subprocess.Popen(cmd, env=env)] = (cfg.name, run)
+            if not running:
+                break
+            proc = _wait_any(running)
+            name, run = running.pop(proc)
+            if proc.returncode in (130, -2):  # the worker was interrupted (Ctrl-C reaches every process)
+                raise KeyboardInterrupt
+            if proc.returncode != 0 and failed is None:
+                failed = ConfigError(f"run {name!r} failed (exit {proc.returncode}); its directory is {run}; "
+                                     "fix the cause and rerun with --resume")
+    finally:
+        _stop(running)
+    if failed is not None:
+        raise failed
+
+
+def _wait_any(running: dict[subprocess.Popen, tuple]) -> subprocess.Popen:
+    """The first of the running workers to exit."""
+    while True:
+        for proc in running:
+            if proc.poll() is not None:
+                return proc
+        time.sleep(0.2)
+
+
+def _stop(running: dict[subprocess.Popen, tuple]) -> None:
+    """Interrupt workers still running (after Ctrl-C, or a failure of this process): each keeps its newest checkpoint,
+    from which --resume continues."""
+    deadline = time.time() + 2  # a Ctrl-C at the terminal reached them too: let them exit on their own first
+    while time.time() < deadline and any(proc.poll() is None for proc in running):
+        time.sleep(0.1)
+    for proc in running:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in running:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
