@@ -102,7 +102,7 @@ def test_causal_lm_objective_needs_a_causal_model(recipe, capsys):
 
 
 @pytest.mark.slow
-def test_study_writes_report_with_both_models(recipe, tmp_path):
+def test_study_writes_report_with_both_models(recipe, tmp_path, capsys):
     out = tmp_path / "study"
     assert main(["study", str(recipe), "--out", str(out), "train.max_steps=3", "train.eval_every=1"]) == 0
     report = (out / "report.md").read_text()
@@ -112,6 +112,12 @@ def test_study_writes_report_with_both_models(recipe, tmp_path):
     assert "data:image/png;base64," in (out / "report.html").read_text()
     assert main(["study", str(recipe), "--out", str(out)]) == 2  # refuses to overwrite without --resume
     assert main(["study", str(recipe), "--out", str(out), "--resume", "train.max_steps=3", "train.eval_every=1"]) == 0
+    # a resume under other settings would keep finished runs at the old ones: refused, naming the key
+    capsys.readouterr()
+    assert main(["study", str(recipe), "--out", str(out), "--resume", "train.max_steps=4", "train.eval_every=1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.max_steps 3 -> 4" in err and err.count("\n") == 1
+    assert (out / "report.md").is_file() and "max_steps: 3" in (out / "study.yaml").read_text()  # the study as it was
 
 
 @pytest.mark.slow

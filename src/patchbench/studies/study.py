@@ -19,7 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from patchbench.config import RunConfig, build_dataclass
+from patchbench.engine.recovery import config_changes, describe_changes
 from patchbench.errors import ConfigError
 from patchbench.recipe import expand_runs, load_recipe, resolve_recipe
 from patchbench.rundir import RunDir, StudyDir, write_json
@@ -96,6 +99,12 @@ def _run_study(study: StudyDir, merged: dict, runs: list[RunConfig], resume: boo
     out = study.path
     if study.has_spec() and not resume:
         raise ConfigError(f"study directory {str(out)!r} already holds a study; pass --resume to continue it or choose another --out")
+    if study.has_spec():  # --resume: the same recipe, presets and overrides, or an explicit --allow-changes
+        changes = config_changes(study.read_spec(), yaml.safe_load(yaml.safe_dump(merged, sort_keys=False)))
+        if changes and not allow_changes:
+            raise ConfigError(f"--resume: the study differs from the one started in {str(out)!r} ({describe_changes(changes)}); "
+                              "resume with the same recipe, preset and overrides, or pass --allow-changes (finished runs "
+                              "keep their own config)")
     for name in ("report.md", "report.html"):  # an old report must not pass for this study's
         (out / name).unlink(missing_ok=True)
     study.write_spec(merged)
