@@ -1,0 +1,52 @@
+"""Copy a study's report into docs/results/ for readers who will not run it.
+
+    python scripts/record_result.py STUDY_DIR NAME --where "machine, torch, date, wall time, load" [--reading FILE]
+
+writes docs/results/NAME.md (the report with a header comment saying where and when it was measured, and an optional
+hand-written "Reading" paragraph after the verdicts), NAME-curves_*.png and NAME-curves.csv.gz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("study_dir", type=Path)
+    p.add_argument("name", help="e.g. vit_x_convmixer-converge")
+    p.add_argument("--where", required=True, help="the header comment: machine, torch, date, wall time, load")
+    p.add_argument("--reading", type=Path, help="a text file: the hand-written reading, placed after the verdicts")
+    args = p.parse_args(argv)
+    report = args.study_dir / "report.md"
+    if not report.is_file():
+        print(f"record_result: {report} does not exist; give a study directory with a written report", file=sys.stderr)
+        return 2
+    text = report.read_text()
+    for png in sorted(args.study_dir.glob("curves_*.png")):
+        shutil.copyfile(png, RESULTS / f"{args.name}-{png.name}")
+        text = text.replace(f"]({png.name})", f"]({args.name}-{png.name})")
+    with open(args.study_dir / "curves.csv", "rb") as src, gzip.open(RESULTS / f"{args.name}-curves.csv.gz", "wb", mtime=0) as dst:
+        shutil.copyfileobj(src, dst)
+    text = text.replace("`curves.csv`", f"`{args.name}-curves.csv.gz`")
+    lines = text.splitlines()
+    if args.reading:
+        reading = " ".join(args.reading.read_text().split())
+        after = next(i for i, line in enumerate(lines) if line.startswith("- ") or line.startswith("## Verdicts")) + 1
+        while after < len(lines) and lines[after].startswith("- "):
+            after += 1
+        lines[after:after] = ["", f"Reading (written by hand after the run): {reading}"]
+    out = RESULTS / f"{args.name}.md"
+    out.write_text(f"<!-- {args.where} -->\n\n" + "\n".join(lines) + "\n")
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
