@@ -32,13 +32,13 @@ def main(argv: list[str]) -> int:
     for png in sorted(args.study_dir.glob("curves_*.png")):
         shutil.copyfile(png, RESULTS / f"{args.name}-{png.name}")
         text = text.replace(f"]({png.name})", f"]({args.name}-{png.name})")
-    with open(args.study_dir / "curves.csv", "rb") as src, gzip.open(RESULTS / f"{args.name}-curves.csv.gz", "wb", mtime=0) as dst:
+    with open(args.study_dir / "curves.csv", "rb") as src, gzip.GzipFile(RESULTS / f"{args.name}-curves.csv.gz", "wb", mtime=0) as dst:
         shutil.copyfileobj(src, dst)
     text = text.replace("`curves.csv`", f"`{args.name}-curves.csv.gz`")
     lines = text.splitlines()
     if args.reading:
         reading = " ".join(args.reading.read_text().split())
-        after = next(i for i, line in enumerate(lines) if line.startswith("- ") or line.startswith("## Verdicts")) + 1
+        after = next(i for i, line in enumerate(lines) if line.startswith("- "))  # the first verdict
         while after < len(lines) and lines[after].startswith("- "):
             after += 1
         lines[after:after] = ["", f"Reading (written by hand after the run): {reading}"]

@@ -93,7 +93,8 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return f"Apple MPS ({platform.machine()})"
-    return f"{cpu_model_name()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    threads = torch.get_num_threads()
+    return f"{cpu_model_name()} CPU, {os.cpu_count()} cores, {threads} torch thread{'s' if threads != 1 else ''}"
 
 
 def resolve_device(spec: str) -> torch.device:

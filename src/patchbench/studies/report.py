@@ -494,7 +494,7 @@ def write_report(study_dir: Path) -> Path:
     timing = StudyDir(study_dir).timing_path
     timing = json.loads(timing.read_text()) if timing.is_file() else {}
     wall = timing.get("wall_s")
-    side = (f"; {timing['jobs']} runs side by side, {timing['threads_per_run']} threads each"
+    side = (f"; {timing['jobs']} runs side by side, {timing['threads_per_run']} thread{'s' if timing.get('threads_per_run') != 1 else ''} each"
             if timing.get("jobs", 1) > 1 and "threads_per_run" in timing else "")
     against = ("`" + baseline + "`") if baseline else ("the other model" if len(rows) == 2 else "the first run of the same task")
     lines += [f"Preset `{spec.get('preset', 'default')}`; device {rows[0]['device']}, precision {rows[0]['precision']}, torch {rows[0]['torch']}"
