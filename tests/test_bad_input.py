@@ -36,6 +36,8 @@ CASES = [
     (["train", "{recipe}", "--nproc", "two"], "--nproc"),
     (["train", "{recipe}", "--nproc", "2", "train.batch_size=0"], "train.batch_size=0"),  # refused before any launch
     (["train", "{recipe}", "--frobnicate"], "--frobnicate"),
+    (["study", "{recipe}", "--jobs", "0"], "--jobs"),
+    (["study", "{recipe}", "--jobs", "all"], "--jobs"),
     (["train", "{recipe}", "--allow-changes"], "--allow-changes"),
     (["train", "{recipe}", "--run", "gpt2", "--out", "{tmp}/nothing-here", "--resume"], "no checkpoint"),
     (["train", "{recipe}", "--run", "gpt2", "--out", "{tmp}/user-folder"], "not a patchbench run folder"),

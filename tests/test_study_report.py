@@ -181,3 +181,15 @@ def test_train_flops_per_example_counts_forward_and_backward():
     assert train_flops_per_example(Task(True), model, n=4) == 192
     model.weight.requires_grad_(False)  # a frozen layer (FPT's body): no weight gradient to count
     assert train_flops_per_example(Task(True), model, n=4) == 128
+
+
+def test_worker_threads_share_the_cores_and_a_users_setting_wins(monkeypatch):
+    import os
+
+    from patchbench.studies.study import worker_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert [worker_threads(j) for j in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert worker_threads(2) == 3
