@@ -23,26 +23,29 @@ def main(argv: list[str]) -> int:
     p.add_argument("name", help="e.g. vit_x_convmixer-converge")
     p.add_argument("--where", required=True, help="the header comment: machine, torch, date, wall time, load")
     p.add_argument("--reading", type=Path, help="a text file: the hand-written reading, placed after the verdicts")
+    p.add_argument("--into", type=Path, default=RESULTS, help="the folder to write into (default: docs/results)")
     args = p.parse_args(argv)
-    report = args.study_dir / "report.md"
-    if not report.is_file():
-        print(f"record_result: {report} does not exist; give a study directory with a written report", file=sys.stderr)
+    into = args.into
+    report, curves = args.study_dir / "report.md", args.study_dir / "curves.csv"
+    if not report.is_file() or not curves.is_file():
+        print(f"record_result: {args.study_dir} has no report.md and curves.csv; give a study directory with a written report",
+              file=sys.stderr)
         return 2
     text = report.read_text()
     for png in sorted(args.study_dir.glob("curves_*.png")):
-        shutil.copyfile(png, RESULTS / f"{args.name}-{png.name}")
+        shutil.copyfile(png, into / f"{args.name}-{png.name}")
         text = text.replace(f"]({png.name})", f"]({args.name}-{png.name})")
-    with open(args.study_dir / "curves.csv", "rb") as src, gzip.GzipFile(RESULTS / f"{args.name}-curves.csv.gz", "wb", mtime=0) as dst:
+    with open(curves, "rb") as src, gzip.GzipFile(into / f"{args.name}-curves.csv.gz", "wb", mtime=0) as dst:
         shutil.copyfileobj(src, dst)
     text = text.replace("`curves.csv`", f"`{args.name}-curves.csv.gz`")
     lines = text.splitlines()
     if args.reading:
         reading = " ".join(args.reading.read_text().split())
-        after = next(i for i, line in enumerate(lines) if line.startswith("- "))  # the first verdict
+        after = next((i for i, line in enumerate(lines) if line.startswith("- ")), 1)  # the first verdict (else after the title)
         while after < len(lines) and lines[after].startswith("- "):
             after += 1
         lines[after:after] = ["", f"Reading (written by hand after the run): {reading}"]
-    out = RESULTS / f"{args.name}.md"
+    out = into / f"{args.name}.md"
     out.write_text(f"<!-- {args.where} -->\n\n" + "\n".join(lines) + "\n")
     print(out)
     return 0

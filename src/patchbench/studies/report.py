@@ -491,8 +491,8 @@ def write_report(study_dir: Path) -> Path:
         lines += [" ".join(str(study["note"]).split()), ""]
     if spec.get("description"):
         lines += [" ".join(spec["description"].split()), ""]  # one paragraph, not the YAML's line breaks
-    timing = StudyDir(study_dir).timing_path
-    timing = json.loads(timing.read_text()) if timing.is_file() else {}
+    timing_path = StudyDir(study_dir).timing_path
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     wall = timing.get("wall_s")
     side = (f"; {timing['jobs']} runs side by side, {timing['threads_per_run']} thread{'s' if timing.get('threads_per_run') != 1 else ''} each"
             if timing.get("jobs", 1) > 1 and "threads_per_run" in timing else "")

@@ -118,11 +118,13 @@ def _run_study(study: StudyDir, merged: dict, runs: list[RunConfig], resume: boo
         if run.is_interrupted() and not resume:
             raise ConfigError(f"run {str(run)!r} was interrupted; pass --resume to continue it")
         todo.append((f"[{i}/{len(runs)}] {cfg.name}", cfg, run))
-    threads = worker_threads(jobs)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"} | ({"OMP_NUM_THREADS": str(threads)} if jobs > 1 else {})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    record = {"runs": len(runs), "jobs": jobs}
+    if jobs > 1:  # one run alone keeps torch's own thread count
+        env["OMP_NUM_THREADS"] = str(worker_threads(jobs))
+        record["threads_per_run"] = int(env["OMP_NUM_THREADS"])
     _train_runs(todo, jobs, env, allow_changes)
-    record = {"wall_s": time.time() - started, "runs": len(runs), "jobs": jobs}
-    write_json(record | ({"threads_per_run": threads} if jobs > 1 else {}), study.timing_path)  # this invocation's
+    write_json({"wall_s": time.time() - started, **record}, study.timing_path)  # this invocation's
     return write_report(out)
 
 
